@@ -1,0 +1,1 @@
+//! Provider adapters: Microsoft 365 (Entra ID + Graph) and Google Workspace (OAuth + Gmail + Calendar).

@@ -1,0 +1,1 @@
+//! A local stand-in for Microsoft identity + Graph and Google OAuth + Gmail + Calendar.

@@ -1,0 +1,1 @@
+//! The hirewire web application: pages, REST API, OAuth callbacks and workers.

@@ -1,0 +1,1 @@
+//! Persistence for hirewire: one store API, SQLite and PostgreSQL backends.
