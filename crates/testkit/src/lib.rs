@@ -41,6 +41,8 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 struct Shared {
+    /// Kept, never awaited: the watchdog outlives every test by design.
+    _watchdog: std::process::Child,
     _runtime: tokio::runtime::Runtime,
     client: Client,
 }
@@ -141,7 +143,7 @@ fn launch() -> Shared {
         "\"{driver}\" --port={port} --allowed-ips=127.0.0.1 >/dev/null 2>&1 & \
          while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -TERM 0"
     );
-    Command::new("setsid")
+    let watchdog = Command::new("setsid")
         .args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
