@@ -4,3 +4,5 @@
 //! address keys, and (in later modules) grant states and availability.
 
 pub mod email;
+pub mod ids;
+pub mod retry;
