@@ -171,8 +171,7 @@ fn launch() -> Shared {
                 .await
             {
                 Ok(c) => break c,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => {
@@ -182,6 +181,7 @@ fn launch() -> Shared {
         }
     });
     Shared {
+        _watchdog: watchdog,
         _runtime: runtime,
         client,
     }
