@@ -3,6 +3,7 @@
 //! Everything here can be tested without a runtime: ids, validated newtypes,
 //! address keys, and (in later modules) grant states and availability.
 
+pub mod availability;
 pub mod email;
 pub mod ids;
 pub mod retry;
