@@ -265,7 +265,8 @@ pub fn parse_full(raw: &[u8]) -> ParsedMessage {
     match parsed {
         Ok(Some(p)) => p,
         Ok(None) => {
-            let envelope = no_headers();
+            // The header-only parser is more lenient; keep its view of the headers.
+            let envelope = parse_envelope(raw);
             ParsedMessage {
                 problems: envelope.problems.clone(),
                 envelope,
@@ -312,6 +313,9 @@ fn role_of(name: &HeaderName<'_>) -> Option<Role> {
 }
 
 fn envelope_from_headers(raw: &[u8], headers: &[Header<'_>]) -> Envelope {
+    if headers.is_empty() {
+        return no_headers();
+    }
     let mut env = Envelope::default();
     let mut seen = 0u8;
     let mut seen_from = false;
@@ -532,6 +536,31 @@ fn full_from_message(raw: &[u8], msg: &Message<'_>) -> ParsedMessage {
     for &id in &msg.html_body {
         if let Some(PartType::Html(h)) = msg.parts.get(id as usize).map(|p| &p.body) {
             append(&mut html, h);
+        }
+    }
+
+    // A broken structure (e.g. a multipart cut before its closing boundary) can
+    // leave the only text as an unnamed "attachment": show it rather than nothing.
+    if text.is_none() && html.is_none() {
+        for &id in &msg.attachments {
+            let Some(part) = msg.parts.get(id as usize) else {
+                continue;
+            };
+            let named = part.attachment_name().is_some()
+                || part
+                    .content_disposition()
+                    .is_some_and(|d| d.is_attachment());
+            match &part.body {
+                PartType::Text(t) if !named => {
+                    text = Some(t.to_string());
+                    break;
+                }
+                PartType::Html(h) if !named => {
+                    html = Some(h.to_string());
+                    break;
+                }
+                _ => {}
+            }
         }
     }
 
