@@ -1,1 +1,335 @@
-fn main() {}
+//! The `hirewire` command: parses flags and environment, then wires the crates.
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hirewire_server::{AppState, Config, Keyring, PasswordCost, SystemClock, demo, users};
+use hirewire_store::{Role, Store, StoreConfig};
+use tokio::net::TcpListener;
+use url::Url;
+
+/// hirewire connects a recruiting workspace to each recruiter's work email and
+/// calendar on Microsoft 365 or Google Workspace.
+#[derive(Parser, Debug)]
+#[command(name = "hirewire", version, about, long_about = None)]
+struct Cli {
+    /// Where the SQLite database and the secrets key live.
+    #[arg(
+        long,
+        global = true,
+        env = "HIREWIRE_DATA_DIR",
+        default_value = "./data"
+    )]
+    data_dir: PathBuf,
+    /// Use PostgreSQL instead of SQLite, e.g. postgres://user@host:5432/db.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, env = "HIREWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run a self-contained demo: SQLite and a generated key in ./demo-data, seeded with sample data.
+    Demo(DemoArgs),
+    /// Apply database migrations and exit (serve also applies them at start).
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HIREWIRE_LISTEN", default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "HIREWIRE_PORT", default_value_t = 8080)]
+    port: u16,
+    /// The external base URL (links, OAuth redirect URIs, cookies). Default: http://LISTEN:PORT.
+    #[arg(long, env = "HIREWIRE_PUBLIC_URL")]
+    public_url: Option<Url>,
+    /// Honour X-Forwarded-For (only behind a reverse proxy you control).
+    #[arg(long, env = "HIREWIRE_TRUST_PROXY")]
+    trust_proxy: bool,
+    /// The secrets key file. Default: DATA_DIR/secrets.key.
+    #[arg(long, env = "HIREWIRE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// Create the secrets key file (mode 0600) if it does not exist.
+    #[arg(long, env = "HIREWIRE_GENERATE_KEY")]
+    generate_key: bool,
+    /// Hours a sign-in lasts.
+    #[arg(long, env = "HIREWIRE_SESSION_TTL_HOURS", default_value_t = 168)]
+    session_ttl_hours: u64,
+    /// Sign-in attempts allowed per account per 15 minutes.
+    #[arg(long, env = "HIREWIRE_SIGN_IN_PER_ACCOUNT", default_value_t = 10)]
+    sign_in_per_account: u32,
+    /// Sign-in attempts allowed per client address per 15 minutes.
+    #[arg(long, env = "HIREWIRE_SIGN_IN_PER_CLIENT", default_value_t = 50)]
+    sign_in_per_client: u32,
+    /// Database connections in the pool.
+    #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    db_max_connections: u32,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Port for the web app.
+    #[arg(long, env = "HIREWIRE_DEMO_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Where the demo keeps its database, key and accounts.
+    #[arg(long, env = "HIREWIRE_DEMO_DIR", default_value = "./demo-data")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user (and their organization if it is new).
+    Add {
+        /// Organization name; created if it does not exist.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Display name (default: the part of the email before @).
+        #[arg(long)]
+        name: Option<String>,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Recruiter,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token for a user; it is printed once and stored only as a digest.
+    Create {
+        /// The user's email.
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HIREWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    max_connections: u32,
+) -> anyhow::Result<Store> {
+    let config = StoreConfig {
+        database_url: database_url.map(str::to_owned),
+        data_dir: data_dir.to_owned(),
+        max_connections,
+    };
+    let store = Store::connect(&config).await.context("open the database")?;
+    store.migrate().await.context("apply database migrations")?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now();
+    match cli.command {
+        Command::Serve(args) => serve(&cli.data_dir, cli.database_url.as_deref(), args).await,
+        Command::Demo(args) => demo_cmd(args).await,
+        Command::Migrate => {
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            println!("migrations applied ({:?})", store.backend());
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            org,
+            email,
+            role,
+            name,
+            time_zone,
+            password_stdin,
+        }) => {
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                Some(s.lines().next().unwrap_or_default().to_owned())
+            } else {
+                None
+            };
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Recruiter => Role::Recruiter,
+            };
+            let req = users::AddUser {
+                org_name: &org,
+                email: &email,
+                display_name: name.as_deref(),
+                role,
+                time_zone: &time_zone,
+                password: password.as_deref(),
+            };
+            let (user, created) =
+                users::add_user(&store, PasswordCost::default(), req, now).await?;
+            if created {
+                println!("created organization {org:?}");
+            }
+            println!("added {} ({}) to {org:?}", user.email, user.role);
+            if password.is_none() {
+                println!(
+                    "no password set: the user cannot sign in until one is (use --password-stdin)"
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { user, name }) => {
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            let token = users::create_api_token(&store, &user, &name, now).await?;
+            eprintln!("API token for {user} (shown once; store it now):");
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> anyhow::Result<()> {
+    let key_file = args
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("secrets.key"));
+    let (keyring, created) = Keyring::load(&key_file, args.generate_key)?;
+    if created {
+        tracing::warn!(path = %key_file.display(), "generated a new secrets key (mode 0600); back it up with the database");
+    }
+    let store = open_store(data_dir, database_url, args.db_max_connections).await?;
+    let listener = TcpListener::bind(SocketAddr::new(args.listen, args.port))
+        .await
+        .with_context(|| format!("listen on {}:{}", args.listen, args.port))?;
+    let addr = listener.local_addr()?;
+    let public_url = match args.public_url {
+        Some(u) => u,
+        None => Url::parse(&format!("http://{addr}/"))?,
+    };
+    if !matches!(public_url.scheme(), "http" | "https") {
+        bail!("--public-url must be http or https");
+    }
+    let mut config = Config::new(public_url.clone());
+    config.trust_proxy = args.trust_proxy;
+    config.session_ttl = Duration::from_secs(args.session_ttl_hours.max(1) * 3600);
+    config.sign_in_limits.per_account = args.sign_in_per_account;
+    config.sign_in_limits.per_client = args.sign_in_per_client;
+    let state = AppState::new(config, store, keyring, Arc::new(SystemClock));
+    tracing::info!(%addr, public_url = %public_url, "hirewire is listening");
+    hirewire_server::serve(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let (keyring, _) = Keyring::load(&args.dir.join("secrets.key"), true)?;
+    let store = open_store(&args.dir, None, 5).await?;
+    let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "listen on 127.0.0.1:{} (pass --port to choose another)",
+                args.port
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let public_url = Url::parse(&format!("http://{addr}/"))?;
+    let creds = demo::seed(
+        &store,
+        &args.dir.join("credentials.txt"),
+        PasswordCost::default(),
+        jiff::Timestamp::now(),
+    )
+    .await?;
+    let state = AppState::new(
+        Config::new(public_url.clone()),
+        store,
+        keyring,
+        Arc::new(SystemClock),
+    );
+    println!("\nhirewire demo is running at {public_url}");
+    println!("data: {} (delete it to start over)\n", args.dir.display());
+    println!("Sign in as:");
+    for c in &creds {
+        println!(
+            "  {:<9} {:<22} password {}",
+            c.role.as_str(),
+            c.email,
+            c.password
+        );
+    }
+    println!();
+    hirewire_server::serve(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,25 @@
-//! The hirewire web application: pages, REST API, OAuth callbacks and workers.
+//! The hirewire web application: pages, REST API, sign-in, and (later) OAuth
+//! callbacks and workers.
+//!
+//! The app is a library function: [`serve`] takes a [`Config`], an open
+//! [`Store`](hirewire_store::Store), a [`Keyring`], a [`Clock`] and a bound
+//! listener, and runs until the shutdown future resolves. The `hirewire`
+//! binary only wires; tests start the same function through `testing::TestApp`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod error;
+pub mod pages;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod users;
+
+pub use app::{AppState, router, serve};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, SignInLimits};
+pub use crypto::{Keyring, PasswordCost};

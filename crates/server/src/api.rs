@@ -1,0 +1,621 @@
+//! The REST API under `/api/v1`, and its OpenAPI document.
+//!
+//! Conventions (documented in the OpenAPI document too):
+//! - Bearer API tokens (`hirewire token create`).
+//! - Errors: `{"error":{"code":"snake_case","message":"…"}}` with a 4xx status.
+//! - Lists: `{"data":[…],"next_cursor":"…"|null}`; pass `cursor` to continue.
+//! - POSTs that create honour `Idempotency-Key`: a retry with the same key and
+//!   body gets the first response again; the same key with another body is 422.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use hirewire_domain::email::{AddressKey, EmailAddress};
+use hirewire_domain::ids::CandidateId;
+use hirewire_store::{Candidate, Direction, IdemBegin, InMail, NewInMail, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::ApiCaller;
+use crate::error::{ApiError, ErrorBody};
+use crate::users::{CandidateInput, validate_inmail_body, validate_name};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/candidates", get(list_candidates).post(create_candidate))
+        .route(
+            "/candidates/{id}",
+            get(get_candidate).patch(update_candidate),
+        )
+        .route("/candidates/{id}/emails", post(add_email))
+        .route("/candidates/{id}/emails/{email}", delete(remove_email))
+        .route(
+            "/candidates/{id}/inmail",
+            get(list_inmail).post(create_inmail),
+        )
+        .fallback(|| async { ApiError::not_found("endpoint") })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hirewire API", version = "1", description = "Candidates, InMail and the signed-in user. Authenticate with `Authorization: Bearer <token>` from `hirewire token create`."),
+    paths(me, list_candidates, create_candidate, get_candidate, update_candidate, add_email, remove_email, list_inmail, create_inmail),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+pub async fn openapi_json() -> impl IntoResponse {
+    let mut doc = ApiDoc::openapi();
+    // Paths are served under /api/v1.
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_json().unwrap_or_default(),
+    )
+}
+
+/// Parses a JSON body with stable error codes instead of axum's rejection text.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::unprocessable("invalid_field", format!("the JSON body does not fit: {e}"))
+        }
+        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+    })
+}
+
+fn parse_id(raw: &str) -> Result<CandidateId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("candidate"))
+}
+
+// ---- resources --------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    id: i64,
+    email: String,
+    display_name: String,
+    /// `admin` or `recruiter`.
+    role: String,
+    time_zone: String,
+    organization: OrganizationResource,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationResource {
+    id: i64,
+    name: String,
+    domains: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CandidateResource {
+    id: i64,
+    name: String,
+    emails: Vec<String>,
+    /// RFC 3339, UTC.
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Candidate> for CandidateResource {
+    fn from(c: Candidate) -> Self {
+        Self {
+            id: c.id.get(),
+            name: c.name,
+            emails: c
+                .emails
+                .into_iter()
+                .map(|e| e.address.to_string())
+                .collect(),
+            created_at: c.created_at.to_string(),
+            updated_at: c.updated_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CandidateList {
+    data: Vec<CandidateResource>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InMailResource {
+    id: i64,
+    candidate_id: i64,
+    /// `outbound` (to the candidate) or `inbound` (from them).
+    direction: String,
+    author_user_id: Option<i64>,
+    body: String,
+    sent_at: String,
+}
+
+impl From<InMail> for InMailResource {
+    fn from(m: InMail) -> Self {
+        Self {
+            id: m.id.get(),
+            candidate_id: m.candidate_id.get(),
+            direction: m.direction.as_str().to_owned(),
+            author_user_id: m.author_user_id.map(|u| u.get()),
+            body: m.body,
+            sent_at: m.sent_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InMailList {
+    data: Vec<InMailResource>,
+    next_cursor: Option<String>,
+}
+
+// ---- handlers ---------------------------------------------------------------
+
+/// The user this token belongs to, and their organization.
+#[utoipa::path(get, path = "/me", tag = "me",
+    responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
+async fn me(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+) -> Result<Json<MeResponse>, ApiError> {
+    let org = state
+        .store
+        .org_by_id(user.org_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("user without organization"))?;
+    Ok(Json(MeResponse {
+        id: user.id.get(),
+        email: user.email.to_string(),
+        display_name: user.display_name,
+        role: user.role.as_str().to_owned(),
+        time_zone: user.time_zone,
+        organization: OrganizationResource {
+            id: org.id.get(),
+            name: org.name,
+            domains: org.domains.iter().map(|d| d.as_str().to_owned()).collect(),
+        },
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct ListParams {
+    /// Matches part of the name or of an address (case-insensitive).
+    q: Option<String>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1–200, default 50.
+    limit: Option<u32>,
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=200 => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 200",
+        )),
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<CandidateId>, ApiError> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse().map_err(|_| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
+            })
+        })
+        .transpose()
+}
+
+/// Candidates of the caller's organization, newest first.
+#[utoipa::path(get, path = "/candidates", tag = "candidates", params(ListParams),
+    responses((status = 200, body = CandidateList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_candidates(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Query(p): Query<ListParams>,
+) -> Result<Json<CandidateList>, ApiError> {
+    let limit = page_limit(p.limit)?;
+    let after = parse_cursor(p.cursor.as_deref())?;
+    let q = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let page = state
+        .store
+        .list_candidates(user.org_id, q, after, limit)
+        .await?;
+    Ok(Json(CandidateList {
+        data: page.candidates.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_after.map(|c| c.to_string()),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCandidateBody {
+    name: String,
+    #[serde(default)]
+    emails: Vec<String>,
+}
+
+/// Adds a candidate. An address already used by another candidate of the
+/// organization is a 409 `address_taken`, and nothing is created.
+#[utoipa::path(post, path = "/candidates", tag = "candidates", request_body = NewCandidateBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = CandidateResource), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_candidate(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    idempotent(
+        &state,
+        &user,
+        &headers,
+        Method::POST,
+        "/candidates",
+        &body,
+        async {
+            let req: NewCandidateBody = parse_json(&body)?;
+            let refs: Vec<&str> = req.emails.iter().map(String::as_str).collect();
+            let input = CandidateInput::parse(&req.name, &refs).map_err(|e| {
+                ApiError::unprocessable(
+                    "invalid_candidate",
+                    e.name.or(e.emails).unwrap_or_default(),
+                )
+            })?;
+            let c = state
+                .store
+                .create_candidate(user.org_id, &input.name, &input.emails, state.now())
+                .await
+                .map_err(address_conflict)?;
+            Ok((
+                StatusCode::CREATED,
+                serde_json::to_value(CandidateResource::from(c)).map_err(ApiError::internal)?,
+            ))
+        },
+    )
+    .await
+}
+
+fn address_conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { what } => ApiError::conflict("address_taken", what),
+        other => other.into(),
+    }
+}
+
+/// One candidate.
+#[utoipa::path(get, path = "/candidates/{id}", tag = "candidates", params(("id" = i64, Path)),
+    responses((status = 200, body = CandidateResource), (status = 404, body = ErrorBody)))]
+async fn get_candidate(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<CandidateResource>, ApiError> {
+    let c = state
+        .store
+        .candidate(user.org_id, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("candidate"))?;
+    Ok(Json(c.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCandidateBody {
+    name: String,
+}
+
+/// Renames a candidate.
+#[utoipa::path(patch, path = "/candidates/{id}", tag = "candidates", params(("id" = i64, Path)), request_body = UpdateCandidateBody,
+    responses((status = 200, body = CandidateResource), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_candidate(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CandidateResource>, ApiError> {
+    let id = parse_id(&id)?;
+    let req: UpdateCandidateBody = parse_json(&body)?;
+    let name = validate_name(&req.name, "name")
+        .map_err(|m| ApiError::unprocessable("invalid_candidate", m))?;
+    let c = state
+        .store
+        .update_candidate_name(user.org_id, id, &name, state.now())
+        .await
+        .map_err(not_found_as("candidate"))?;
+    Ok(Json(c.into()))
+}
+
+fn not_found_as(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::NotFound => ApiError::not_found(what),
+        other => other.into(),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddEmailBody {
+    email: String,
+}
+
+/// Adds an address to a candidate.
+#[utoipa::path(post, path = "/candidates/{id}/emails", tag = "candidates", params(("id" = i64, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")), request_body = AddEmailBody,
+    responses((status = 201, body = CandidateResource), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn add_email(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = format!("/candidates/{id}/emails");
+    idempotent(&state, &user, &headers, Method::POST, &path, &body, async {
+        let id = parse_id(&id)?;
+        let req: AddEmailBody = parse_json(&body)?;
+        let email = EmailAddress::parse(&req.email)
+            .map_err(|e| ApiError::unprocessable("invalid_email", format!("email: {e}")))?;
+        let c = state
+            .store
+            .add_candidate_email(user.org_id, id, &email, state.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found("candidate"),
+                other => address_conflict(other),
+            })?;
+        Ok((
+            StatusCode::CREATED,
+            serde_json::to_value(CandidateResource::from(c)).map_err(ApiError::internal)?,
+        ))
+    })
+    .await
+}
+
+/// Removes an address from a candidate (compared case-insensitively).
+#[utoipa::path(delete, path = "/candidates/{id}/emails/{email}", tag = "candidates",
+    params(("id" = i64, Path), ("email" = String, Path)),
+    responses((status = 200, body = CandidateResource), (status = 404, body = ErrorBody)))]
+async fn remove_email(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path((id, email)): Path<(String, String)>,
+) -> Result<Json<CandidateResource>, ApiError> {
+    let id = parse_id(&id)?;
+    let c = state
+        .store
+        .remove_candidate_email(user.org_id, id, &AddressKey::of(&email), state.now())
+        .await
+        .map_err(not_found_as("candidate or address"))?;
+    Ok(Json(c.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct InMailParams {
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// 1–200, default 50.
+    limit: Option<u32>,
+}
+
+/// The InMail conversation with a candidate, newest first.
+#[utoipa::path(get, path = "/candidates/{id}/inmail", tag = "inmail", params(("id" = i64, Path), InMailParams),
+    responses((status = 200, body = InMailList), (status = 404, body = ErrorBody)))]
+async fn list_inmail(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+    Query(p): Query<InMailParams>,
+) -> Result<Json<InMailList>, ApiError> {
+    let id = parse_id(&id)?;
+    let limit = page_limit(p.limit)?;
+    let before = p
+        .cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse().map_err(|_| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
+            })
+        })
+        .transpose()?;
+    state
+        .store
+        .candidate(user.org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("candidate"))?;
+    let messages = state
+        .store
+        .list_inmail(user.org_id, id, before, limit)
+        .await?;
+    let next_cursor = (messages.len() == limit as usize)
+        .then(|| messages.last().map(|m| m.id.to_string()))
+        .flatten();
+    Ok(Json(InMailList {
+        data: messages.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInMailBody {
+    body: String,
+    /// `outbound` (default: written by the caller) or `inbound` (a reply recorded from the candidate).
+    #[serde(default)]
+    direction: Option<String>,
+}
+
+/// Writes an InMail to (or records one from) a candidate.
+#[utoipa::path(post, path = "/candidates/{id}/inmail", tag = "inmail", params(("id" = i64, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")), request_body = NewInMailBody,
+    responses((status = 201, body = InMailResource), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_inmail(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = format!("/candidates/{id}/inmail");
+    idempotent(&state, &user, &headers, Method::POST, &path, &body, async {
+        let id = parse_id(&id)?;
+        let req: NewInMailBody = parse_json(&body)?;
+        let text = validate_inmail_body(&req.body)
+            .map_err(|m| ApiError::unprocessable("invalid_body", m))?;
+        let direction = match req.direction.as_deref() {
+            None | Some("outbound") => Direction::Outbound,
+            Some("inbound") => Direction::Inbound,
+            Some(other) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_direction",
+                    format!("direction must be outbound or inbound, not {other:?}"),
+                ));
+            }
+        };
+        let now = state.now();
+        let new = NewInMail {
+            candidate_id: id,
+            author_user_id: (direction == Direction::Outbound).then_some(user.id),
+            direction,
+            body: text,
+            sent_at: now,
+        };
+        let m = state
+            .store
+            .create_inmail(user.org_id, &new, now)
+            .await
+            .map_err(not_found_as("candidate"))?;
+        Ok((
+            StatusCode::CREATED,
+            serde_json::to_value(InMailResource::from(m)).map_err(ApiError::internal)?,
+        ))
+    })
+    .await
+}
+
+// ---- idempotency ------------------------------------------------------------
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Runs `work` at most once per (caller, `Idempotency-Key`): a repeat with the
+/// same request replays the stored response; a repeat with a different request
+/// is 422 `idempotency_key_reused`; one still running is 409. Errors are not
+/// stored, so a failed request can be retried with the same key.
+async fn idempotent(
+    state: &AppState,
+    user: &hirewire_store::User,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    work: impl Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            })?;
+            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
+            }
+            Some(k.to_owned())
+        }
+    };
+    let Some(key) = key else {
+        let (status, value) = work.await?;
+        return Ok((status, Json(value)).into_response());
+    };
+    let fingerprint = hex_digest(&[
+        method.as_str().as_bytes(),
+        b" ",
+        path.as_bytes(),
+        b"\n",
+        body,
+    ]);
+    match state
+        .store
+        .idempotency_begin(user.id, &key, &fingerprint, state.now())
+        .await?
+    {
+        IdemBegin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
+            Ok((
+                status,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (
+                        header::HeaderName::from_static("idempotent-replayed"),
+                        "true",
+                    ),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        IdemBegin::InProgress => Err(ApiError::conflict(
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )),
+        IdemBegin::Mismatch => Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )),
+        IdemBegin::New => match work.await {
+            Ok((status, value)) => {
+                let bytes = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+                state
+                    .store
+                    .idempotency_finish(user.id, &key, status.as_u16(), &bytes)
+                    .await?;
+                Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+            }
+            Err(e) => {
+                if let Err(abandon) = state.store.idempotency_abandon(user.id, &key).await {
+                    tracing::error!(error = %abandon, "could not release an idempotency key");
+                }
+                Err(e)
+            }
+        },
+    }
+}
+
+fn hex_digest(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,62 @@
+//! Runtime configuration of the web application. The binary fills it from
+//! flags and `HIREWIRE_*` variables; tests build it directly.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::crypto::PasswordCost;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The external base URL: every link, redirect URI and cookie derives from it.
+    pub public_url: Url,
+    /// Honour `X-Forwarded-For` for the client address (only behind a proxy you run).
+    pub trust_proxy: bool,
+    /// How long a sign-in lasts without activity.
+    pub session_ttl: Duration,
+    pub password_cost: PasswordCost,
+    pub sign_in_limits: SignInLimits,
+}
+
+/// Sign-in attempts allowed per account and per client address.
+#[derive(Debug, Clone, Copy)]
+pub struct SignInLimits {
+    /// Attempts per account in `window`.
+    pub per_account: u32,
+    /// Attempts per client address in `window`.
+    pub per_client: u32,
+    pub window: Duration,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        Self {
+            per_account: 10,
+            per_client: 50,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Config {
+    pub fn new(public_url: Url) -> Self {
+        Self {
+            public_url,
+            trust_proxy: false,
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            password_cost: PasswordCost::default(),
+            sign_in_limits: SignInLimits::default(),
+        }
+    }
+
+    /// Cookies get `Secure` exactly when the public URL is https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// An absolute URL under the public base (`path` starts with `/`).
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
