@@ -20,7 +20,10 @@ pub struct Backoff {
 impl Default for Backoff {
     /// 10 s, 20 s, 40 s, ... capped at one hour.
     fn default() -> Self {
-        Self { base: Duration::from_secs(10), max: Duration::from_secs(3600) }
+        Self {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -34,13 +37,20 @@ impl Backoff {
         let exp = attempt.saturating_sub(1).min(63);
         let factor = 1u64.checked_shl(exp).unwrap_or(u64::MAX);
         let factor = u32::try_from(factor).unwrap_or(u32::MAX);
-        self.base.checked_mul(factor).unwrap_or(Duration::MAX).min(self.max)
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max)
     }
 
     /// The delay before retry `attempt`, given `random` in `[0, 1]` (values
     /// outside are clamped; NaN counts as 0).
     pub fn delay(&self, attempt: u32, random: f64) -> Duration {
-        let r = if random.is_nan() { 0.0 } else { random.clamp(0.0, 1.0) };
+        let r = if random.is_nan() {
+            0.0
+        } else {
+            random.clamp(0.0, 1.0)
+        };
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;
         let spread = ceiling - half;
