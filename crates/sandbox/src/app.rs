@@ -1,0 +1,243 @@
+//! Shared application state: the persisted [`State`], plus runtime-only parts (faults, counters, pending
+//! sign-ins, quota windows, in-flight requests per mailbox).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::faults::FaultBook;
+use crate::scenario::Provider;
+use crate::state::State;
+use crate::wire::Params;
+
+/// Requests seen by one endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EndpointCount {
+    /// Every request, including failed ones.
+    pub requests: u64,
+    /// Requests per authenticated user.
+    pub by_user: BTreeMap<String, u64>,
+    /// Requests answered by an injected fault.
+    pub faulted: u64,
+    /// Requests refused by quota or concurrency accounting.
+    pub throttled: u64,
+}
+
+/// Request counters, as the control API returns them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Endpoint name -> counts.
+    pub endpoints: BTreeMap<String, EndpointCount>,
+    /// Gmail quota units charged per user since the last reset.
+    pub gmail_units: BTreeMap<String, u64>,
+}
+
+/// What a pending sign-in page is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingKind {
+    /// Microsoft `/oauth2/v2.0/authorize`.
+    MsAuthorize,
+    /// Microsoft `/v2.0/adminconsent`.
+    MsAdminConsent,
+    /// Google `/o/oauth2/v2/auth`.
+    GoogleAuth,
+}
+
+/// A sign-in in progress (between the authorize request and the redirect back).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Flow.
+    pub kind: PendingKind,
+    /// Client id.
+    pub client_id: String,
+    /// Validated redirect URI.
+    pub redirect_uri: String,
+    /// The original request parameters.
+    pub params: Params,
+    /// Microsoft: the resolved tenant GUID when the URL named one.
+    pub tenant_id: Option<String>,
+    /// Requested scopes, normalized.
+    pub scopes: Vec<String>,
+    /// The account picked so far.
+    pub user: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Runtime-only state.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    /// Armed faults.
+    pub faults: FaultBook,
+    /// Counters.
+    pub counters: Counters,
+    /// Pending sign-ins by id.
+    pub pending: HashMap<String, Pending>,
+    /// Gmail quota window per user: (minute, units used).
+    pub gmail_window: HashMap<String, (i64, u64)>,
+    /// Graph in-flight requests per mailbox.
+    pub inflight: HashMap<String, u32>,
+}
+
+pub(crate) struct Inner {
+    pub state: Mutex<State>,
+    pub rt: Mutex<Runtime>,
+    pub clock: Arc<dyn Clock>,
+    pub clock_offset: AtomicI64,
+    pub state_file: Option<PathBuf>,
+}
+
+/// Cheap-to-clone handle on everything the handlers share.
+#[derive(Clone)]
+pub struct App(pub(crate) Arc<Inner>);
+
+impl App {
+    pub(crate) fn new(state: State, clock: Arc<dyn Clock>, state_file: Option<PathBuf>) -> Self {
+        App(Arc::new(Inner {
+            state: Mutex::new(state),
+            rt: Mutex::new(Runtime::default()),
+            clock,
+            clock_offset: AtomicI64::new(0),
+            state_file,
+        }))
+    }
+
+    /// Now, in unix seconds (the injected clock plus any offset set through the control API).
+    pub fn now(&self) -> i64 {
+        self.0.clock.now().as_second() + self.0.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves the sandbox's notion of time forward by `secs`.
+    pub fn advance_clock(&self, secs: i64) {
+        self.0.clock_offset.fetch_add(secs, Ordering::Relaxed);
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.0.state.lock().expect("state lock"))
+    }
+
+    /// Changes the state and writes the state file.
+    pub fn write<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (r, snapshot) = {
+            let mut st = self.0.state.lock().expect("state lock");
+            let r = f(&mut st);
+            let snapshot = self
+                .0
+                .state_file
+                .as_ref()
+                .map(|_| serde_json::to_vec_pretty(&*st));
+            (r, snapshot)
+        };
+        if let (Some(path), Some(Ok(bytes))) = (&self.0.state_file, snapshot)
+            && let Err(e) = persist(path, &bytes)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "sandbox state not saved");
+        }
+        r
+    }
+
+    /// Uses the runtime-only state.
+    pub fn rt<R>(&self, f: impl FnOnce(&mut Runtime) -> R) -> R {
+        f(&mut self.0.rt.lock().expect("runtime lock"))
+    }
+
+    /// Counts a request to `endpoint`.
+    pub fn count(&self, endpoint: &str, user: Option<&str>) {
+        self.rt(|rt| {
+            let e = rt
+                .counters
+                .endpoints
+                .entry(endpoint.to_string())
+                .or_default();
+            e.requests += 1;
+            if let Some(u) = user {
+                *e.by_user.entry(u.to_string()).or_default() += 1;
+            }
+        });
+    }
+
+    /// Marks the last request to `endpoint` as answered by a fault or by throttling.
+    pub fn count_outcome(&self, endpoint: &str, faulted: bool) {
+        self.rt(|rt| {
+            let e = rt
+                .counters
+                .endpoints
+                .entry(endpoint.to_string())
+                .or_default();
+            if faulted {
+                e.faulted += 1;
+            } else {
+                e.throttled += 1;
+            }
+        });
+    }
+
+    /// Charges Gmail quota units to a user; false when the per-minute budget is spent.
+    pub fn charge_gmail(&self, user: &str, method: &str) -> bool {
+        let (cost, budget) = self.read(|s| (s.settings.gmail_cost(method), s.settings.gmail_user_budget()));
+        let minute = self.now().div_euclid(60);
+        self.rt(|rt| {
+            let w = rt.gmail_window.entry(user.to_string()).or_insert((minute, 0));
+            if w.0 != minute {
+                *w = (minute, 0);
+            }
+            if w.1 + cost > budget {
+                return false;
+            }
+            w.1 += cost;
+            *rt.counters.gmail_units.entry(user.to_string()).or_default() += cost;
+            true
+        })
+    }
+
+    /// Takes one of a mailbox's concurrent-request slots; `None` when all are busy.
+    pub fn enter_mailbox(&self, user: &str) -> Option<InflightGuard> {
+        let limit = self.read(|s| s.settings.graph_mailbox_concurrency);
+        self.rt(|rt| {
+            let n = rt.inflight.entry(user.to_string()).or_default();
+            if *n >= limit {
+                return None;
+            }
+            *n += 1;
+            Some(InflightGuard {
+                app: self.clone(),
+                user: user.to_string(),
+            })
+        })
+    }
+
+    /// The provider of a client, if registered.
+    pub fn client_provider(&self, client_id: &str) -> Option<Provider> {
+        self.read(|s| s.client(client_id).map(|c| c.provider))
+    }
+}
+
+/// Holds a mailbox concurrency slot until dropped.
+pub struct InflightGuard {
+    app: App,
+    user: String,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.app.rt(|rt| {
+            if let Some(n) = rt.inflight.get_mut(&self.user) {
+                *n = n.saturating_sub(1);
+            }
+        });
+    }
+}
+
+fn persist(path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
