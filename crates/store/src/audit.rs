@@ -49,27 +49,39 @@ impl Store {
         Ok(AuditId(id))
     }
 
-    /// `org`'s audit events, newest first; `before` is the last id of the
-    /// previous page. `limit` is clamped to 1..=[`MAX_AUDIT_PAGE`].
+    /// The newest `limit` audit events of `org`; `None` lists the events
+    /// attached to no organization (e.g. failed sign-ins for unknown
+    /// addresses). Never mixes organizations.
     pub async fn list_audit(
         &self,
-        org: OrgId,
+        org: Option<OrgId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.list_audit_before(org, None, limit).await
+    }
+
+    /// Like [`Store::list_audit`], continuing below `before` (the last id of
+    /// the previous page). Newest first; `limit` is clamped to
+    /// 1..=[`MAX_AUDIT_PAGE`].
+    pub async fn list_audit_before(
+        &self,
+        org: Option<OrgId>,
         before: Option<AuditId>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let limit = i64::from(limit.clamp(1, MAX_AUDIT_PAGE));
-        let rows: Vec<AuditRow> =
-            on_pool!(self, |pool| {
-                sqlx::query_as(
+        let rows: Vec<AuditRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, org_id, actor_user_id, action, target, detail, ip, at FROM audit_events \
-             WHERE org_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+             WHERE (org_id = $1 OR ($1 IS NULL AND org_id IS NULL)) AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
         )
-        .bind(org.get())
+        .bind(org.map(OrgId::get))
         .bind(before.map(AuditId::get))
         .bind(limit)
         .fetch_all(pool)
         .await
-            })?;
+        })?;
         rows.into_iter()
             .map(|r| {
                 Ok(AuditEvent {

@@ -69,6 +69,12 @@ impl Drop for Guard {
                 if let Ok(rt) = rt {
                     rt.block_on(async {
                         if let Ok(mut conn) = PgConnection::connect(&url).await {
+                            // A test that panicked mid-transaction may still hold
+                            // locks: give up rather than hang (drop_stale_test_schemas
+                            // cleans up later).
+                            let _ = sqlx::query("SET lock_timeout = '5s'")
+                                .execute(&mut conn)
+                                .await;
                             let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
                             let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                                 .execute(&mut conn)

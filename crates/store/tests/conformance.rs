@@ -192,7 +192,7 @@ hirewire_store::both_backends! {
         assert!(store.list_candidates(b, None, None, 50).await.unwrap().candidates.is_empty());
         assert!(store.list_candidates(b, Some("jane"), None, 50).await.unwrap().candidates.is_empty());
         assert!(store.list_inmail(b, c.id, None, 50).await.unwrap().is_empty());
-        assert!(store.list_audit(b, None, 50).await.unwrap().is_empty());
+        assert!(store.list_audit(Some(b), 50).await.unwrap().is_empty());
         assert!(matches!(store.update_candidate_name(b, c.id, "Mallory", t(4)).await, Err(StoreError::NotFound)));
         assert!(matches!(store.add_candidate_email(b, c.id, &addr("m@x.example"), t(4)).await, Err(StoreError::NotFound)));
         assert!(matches!(store.remove_candidate_email(b, c.id, &AddressKey::of("jane@x.example"), t(4)).await, Err(StoreError::NotFound)));
@@ -203,7 +203,7 @@ hirewire_store::both_backends! {
 
         assert_eq!(store.candidate(a, c.id).await.unwrap().unwrap().name, "Jane Doe");
         assert_eq!(store.list_inmail(a, c.id, None, 50).await.unwrap().len(), 1);
-        assert_eq!(store.list_audit(a, None, 50).await.unwrap().len(), 1);
+        assert_eq!(store.list_audit(Some(a), 50).await.unwrap().len(), 1);
     }
 
     async fn an_address_belongs_to_one_candidate_per_org_compared_by_unicode_key(store: Store) {
@@ -326,13 +326,18 @@ hirewire_store::both_backends! {
         let detail = json!({"reason": "bad password", "n": 3});
         let first = store.record_audit(&NewAudit { org_id: Some(a), actor_user_id: None, action: "auth.sign_in_failed", target: "user:rita@a.example", detail: &detail, ip: Some("10.0.0.1") }, t(1)).await.unwrap();
         let second = store.record_audit(&NewAudit { org_id: Some(a), actor_user_id: None, action: "auth.signed_in", target: "user:1", detail: &json!(null), ip: None }, t(2)).await.unwrap();
-        store.record_audit(&NewAudit { org_id: None, actor_user_id: None, action: "auth.sign_in_failed", target: "unknown", detail: &json!({}), ip: None }, t(3)).await.unwrap();
-        let events = store.list_audit(a, None, 10).await.unwrap();
+        let orgless = store.record_audit(&NewAudit { org_id: None, actor_user_id: None, action: "auth.sign_in_failed", target: "unknown", detail: &json!({}), ip: None }, t(3)).await.unwrap();
+        let b = org(&store, "B").await;
+        store.record_audit(&NewAudit { org_id: Some(b), actor_user_id: None, action: "auth.signed_in", target: "user:2", detail: &json!({}), ip: None }, t(4)).await.unwrap();
+        let events = store.list_audit(Some(a), 10).await.unwrap();
         assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![second, first]);
         assert_eq!(events[1].detail, detail);
         assert_eq!(events[1].ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(events[1].at, t(1));
-        assert_eq!(store.list_audit(a, Some(second), 10).await.unwrap().len(), 1);
+        assert_eq!(store.list_audit_before(Some(a), Some(second), 10).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![first]);
+        assert_eq!(store.list_audit(Some(a), 1).await.unwrap().len(), 1);
+        let without_org = store.list_audit(None, 10).await.unwrap();
+        assert_eq!(without_org.iter().map(|e| e.id).collect::<Vec<_>>(), vec![orgless], "None lists only events without an organization");
     }
 
     async fn idempotency_keys_begin_replay_refuse_mismatches_and_expire(store: Store) {
