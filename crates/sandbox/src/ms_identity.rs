@@ -681,8 +681,9 @@ fn scope_string(app: &App, scopes: &[String]) -> String {
     res.join(" ")
 }
 
-/// Picks the scopes for one token: a single resource plus OIDC scopes.
-fn one_resource(scopes: &[String]) -> Result<(String, Vec<String>), ()> {
+/// Picks the scopes for one token: a single resource (Graph first) plus OIDC scopes. With `strict` (an
+/// explicit `scope` parameter on the token request), naming several resources is an error (AADSTS700022).
+fn one_resource(scopes: &[String], strict: bool) -> Result<(String, Vec<String>), ()> {
     let resources: BTreeSet<&str> = scopes.iter().filter_map(|s| scopes::ms_resource(s)).collect();
     let audience = if resources.contains("https://graph.microsoft.com") || resources.is_empty() {
         "https://graph.microsoft.com"
@@ -694,7 +695,7 @@ fn one_resource(scopes: &[String]) -> Result<(String, Vec<String>), ()> {
         .filter(|s| scopes::ms_resource(s).is_none_or(|r| r == audience))
         .cloned()
         .collect();
-    if resources.len() > 1 {
+    if strict && resources.len() > 1 {
         return Err(());
     }
     Ok((audience.to_string(), picked))
@@ -791,7 +792,7 @@ async fn redeem_code(app: &App, client: &Client, tenant_id: Option<&str>, p: &Pa
         Some(s) => requested_scopes(client, s),
         None => code.scopes.clone(),
     };
-    let Ok((audience, token_scopes)) = one_resource(&requested) else {
+    let Ok((audience, token_scopes)) = one_resource(&requested, p.get("scope").is_some()) else {
         return token_error(app, StatusCode::BAD_REQUEST, "invalid_scope", 700022, "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.", None);
     };
     let Some(user) = app.read(|s| s.user(&code.user).cloned()) else {
@@ -856,7 +857,7 @@ async fn refresh(app: &App, client: &Client, _tenant_id: Option<&str>, p: &Param
         Some(s) => requested_scopes(client, s),
         None => rt.scopes.clone(),
     };
-    let Ok((audience, token_scopes)) = one_resource(&requested) else {
+    let Ok((audience, token_scopes)) = one_resource(&requested, p.get("scope").is_some()) else {
         return token_error(app, StatusCode::BAD_REQUEST, "invalid_scope", 700022, "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.", None);
     };
     if let Err(r) = check_consent(app, client, &user, &token_scopes) {
