@@ -82,7 +82,14 @@ impl Store {
                 let options = PgConnectOptions::from_str(url)?;
                 Self::connect_postgres(options, max).await
             }
-            _ => {
+            other => {
+                if let Some(url) = other.filter(|u| !u.trim().is_empty()) {
+                    let scheme = url.split(':').next().unwrap_or_default();
+                    tracing::warn!(
+                        scheme,
+                        "the database URL is not postgres://; using the SQLite file in the data dir"
+                    );
+                }
                 std::fs::create_dir_all(&config.data_dir).map_err(|source| {
                     StoreError::DataDir {
                         path: config.data_dir.clone(),
@@ -163,5 +170,43 @@ impl Store {
             Db::Sqlite(pool) => pool.close().await,
             Db::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_mode_with_a_busy_timeout_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            database_url: Some(String::new()),
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+        };
+        let store = Store::connect(&config).await.unwrap();
+        let Db::Sqlite(pool) = &store.db else {
+            panic!("expected SQLite")
+        };
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!((mode.as_str(), fk, busy, sync), ("wal", 1, 5000, 1));
+        assert!(!is_postgres_url("sqlite://x.db"));
+        assert!(is_postgres_url("postgresql://h/db") && is_postgres_url("postgres://h/db"));
     }
 }

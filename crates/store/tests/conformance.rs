@@ -537,3 +537,32 @@ async fn connect_picks_sqlite_in_the_data_dir_unless_the_url_is_postgres() {
     assert_eq!(pg.backend(), Backend::Postgres);
     pg.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn stale_test_schemas_are_dropped_but_fresh_ones_are_kept() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres)
+        .await
+        .expect("PostgreSQL must be reachable for the store tests");
+    let url = hirewire_store::testing::test_database_url();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS hw_test_1000_leftover")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let dropped = hirewire_store::testing::drop_stale_test_schemas(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(dropped >= 1);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'hw\\_test\\_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(!names.iter().any(|n| n == "hw_test_1000_leftover"));
+    db.ping()
+        .await
+        .expect("this test's own schema is recent and kept");
+    assert!(db.list_audit(None, 1).await.unwrap().is_empty());
+}
