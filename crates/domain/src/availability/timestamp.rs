@@ -28,6 +28,7 @@ pub enum Rounding {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+#[inline]
 pub(crate) const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -36,6 +37,19 @@ pub(crate) const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + day as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// [`days_from_civil`] for years `0..=9999` in unsigned arithmetic (the
+/// signed `div_euclid`s cost more than the rest of a parse).
+#[inline(always)]
+fn days_from_civil_0_9999(year: u32, month: u32, day: u32) -> i64 {
+    // Shift by 400 years (146,097 days) so that January of year 0 stays
+    // positive; then the era arithmetic collapses to plain divisions.
+    let y = year + 400 - u32::from(month <= 2);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let days = y * 365 + y / 4 - y / 100 + y / 400 + doy;
+    i64::from(days) - (719_468 + 146_097)
 }
 
 /// Inverse of [`days_from_civil`]: (year, month, day).
@@ -72,9 +86,29 @@ fn digit(b: u8) -> Option<u32> {
     if v <= 9 { Some(v as u32) } else { None }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Checks that the bytes of `x` outside `sep_mask` are ASCII digits and those
+/// inside equal `sep`, and returns `x` with every byte replaced by
+/// `10 * byte[i] + byte[i + 1]` for digit bytes (SWAR: 8 bytes at once).
 #[inline(always)]
-fn two(b: &[u8], at: usize) -> Option<u32> {
-    Some(digit(b[at])? * 10 + digit(b[at + 1])?)
+fn digit_pairs(x: u64, sep_mask: u64, sep: u64) -> Option<u64> {
+    if x & sep_mask != sep {
+        return None;
+    }
+    // Separators become '0' so that one digit test covers all 8 bytes.
+    let x = (x & !sep_mask) | ((0x30 * ONES) & sep_mask);
+    let lo = x & (0x0F * ONES);
+    if x & (0xF0 * ONES) != 0x30 * ONES || (lo + 0x06 * ONES) & (0xF0 * ONES) != 0 {
+        return None;
+    }
+    // Byte i: 10 * d[i] + d[i + 1] (<= 99, so no carry into byte i + 1).
+    Some(lo.wrapping_mul(10).wrapping_add(lo >> 8))
+}
+
+#[inline(always)]
+fn byte(x: u64, i: u32) -> u32 {
+    ((x >> (8 * i)) & 0xFF) as u32
 }
 
 /// The fast path: exactly `YYYY-MM-DDTHH:MM:SSZ` or `YYYY-MM-DDTHH:MM:SS.sssZ`
@@ -88,21 +122,21 @@ fn parse_canonical_ms(s: &str) -> Option<i64> {
         24 if b[19] == b'.' => (digit(b[20])? * 100 + digit(b[21])? * 10 + digit(b[22])?) as i64,
         _ => return None,
     };
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[b.len() - 1] != b'Z'
-    {
+    if b[b.len() - 1] != b'Z' || b[16] != b':' {
         return None;
     }
-    let year = (two(b, 0)? * 100 + two(b, 2)?) as i64;
-    let month = two(b, 5)?;
-    let day = two(b, 8)?;
-    let hour = two(b, 11)?;
-    let minute = two(b, 14)?;
-    let second = two(b, 17)?;
+    // "YYYY-MM-": separators at bytes 4 and 7.
+    let a = u64::from_le_bytes(b[0..8].try_into().ok()?);
+    let a = digit_pairs(a, 0xFF << 32 | 0xFF << 56, 0x2D << 32 | 0x2D << 56)?;
+    // "DDTHH:MM": separators at bytes 2 and 5.
+    let c = u64::from_le_bytes(b[8..16].try_into().ok()?);
+    let c = digit_pairs(c, 0xFF << 16 | 0xFF << 40, 0x54 << 16 | 0x3A << 40)?;
+    let year = i64::from(byte(a, 0) * 100 + byte(a, 2));
+    let month = byte(a, 5);
+    let day = byte(c, 0);
+    let hour = byte(c, 3);
+    let minute = byte(c, 6);
+    let second = digit(b[17])? * 10 + digit(b[18])?;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -114,8 +148,8 @@ fn parse_canonical_ms(s: &str) -> Option<i64> {
         // those to jiff so both paths always agree.
         return None;
     }
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + (hour * 3600 + minute * 60 + second) as i64;
+    let secs = days_from_civil_0_9999(year as u32, month, day) * 86_400
+        + i64::from(hour * 3600 + minute * 60 + second);
     // Stay inside jiff's supported range, so that whatever the fast path
     // accepts, jiff would accept with the same value.
     if secs < Timestamp::MIN.as_second() || secs > Timestamp::MAX.as_second() {
@@ -231,6 +265,11 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+        // The unsigned variant, every day of years 0..=9999.
+        for days in days_from_civil(0, 1, 1)..=days_from_civil(9999, 12, 31) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil_0_9999(y as u32, m, d), days);
+        }
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }
@@ -294,5 +333,28 @@ mod tests {
         out.clear();
         push_timestamp_ms(-1, &mut out);
         assert_eq!(out, "1969-12-31T23:59:59.999Z");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_never_disagrees_with_jiff(
+            s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{3})?Z|[0-9:T.Z/ -]{20,24}"
+        ) {
+            let jiff = s.parse::<Timestamp>().ok().map(|t| t.as_millisecond());
+            if let Some(fast) = parse_canonical_ms(&s) {
+                proptest::prop_assert_eq!(Some(fast), jiff);
+            }
+            proptest::prop_assert_eq!(parse_timestamp_ms(&s, Rounding::Floor).ok(), jiff);
+        }
+
+        #[test]
+        fn fast_path_takes_every_canonical_instant(ms in -62_135_596_800_000i64..253_402_000_000_000) {
+            let mut text = String::new();
+            push_timestamp_ms(ms, &mut text);
+            proptest::prop_assert_eq!(parse_canonical_ms(&text), Some(ms));
+            let whole = ms.div_euclid(1000) * 1000;
+            let short = text.replace(&text[19..23], "");
+            proptest::prop_assert_eq!(parse_canonical_ms(&short), Some(whole));
+        }
     }
 }
