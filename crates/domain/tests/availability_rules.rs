@@ -437,3 +437,26 @@ fn extreme_instants_are_errors_not_panics() {
         assert_eq!(r, Err(AvailabilityError::OutOfRange), "{start}..{end}");
     }
 }
+
+#[test]
+fn overlapping_ranges_do_not_multiply_work_or_output() {
+    let all_day = WorkingHours {
+        days: Weekdays::ALL,
+        range: range("00:00", "24:00"),
+    };
+    let one = Rules {
+        working_hours: vec![all_day],
+        slot_length_minutes: 5,
+        slot_interval_minutes: 5,
+        ..Rules::default()
+    };
+    let many = Rules {
+        working_hours: vec![all_day; MAX_RANGES],
+        ..one.clone()
+    };
+    let window = iv("2027-01-01T00:00:00Z", "2028-01-02T00:00:00Z");
+    let a = run(&one, window, "2027-01-01T00:00:00Z", &[], &[]);
+    let b = run(&many, window, "2027-01-01T00:00:00Z", &[], &[]);
+    assert_eq!(a.len(), 366 * 288);
+    assert_eq!(a, b);
+}

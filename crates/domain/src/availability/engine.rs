@@ -376,6 +376,8 @@ pub fn compute_ms(
         step,
         fast_grid: step % 5 == 0 && 1440 % step == 0,
     };
+    // Working windows as instants, clipped; swept once all are known.
+    let mut windows: Vec<(i64, i64)> = Vec::new();
     let mut window = |day: i64, r: &TimeRange| -> Result<(), AvailabilityError> {
         if r.end <= r.start {
             return Ok(());
@@ -383,7 +385,10 @@ pub fn compute_ms(
         let base = day * DAY_MS;
         let s = organizer.local_to_utc(req.organizer, base + min(r.start.minutes().into()))?;
         let e = organizer.local_to_utc(req.organizer, base + min(r.end.minutes().into()))?;
-        sweep.run(s.max(lo), e.min(hi), out);
+        let (s, e) = (s.max(lo), e.min(hi));
+        if e - s >= len {
+            windows.push((s, e));
+        }
         Ok(())
     };
 
@@ -415,10 +420,29 @@ pub fn compute_ms(
         }
     }
 
-    // Windows can overlap (several ranges, overrides): restore set semantics.
-    if !out.is_sorted_by(|a, b| a < b) {
-        out.sort_unstable();
-        out.dedup();
+    // Windows can overlap (several ranges a day, overrides, a fold). In start
+    // order, a start `t` with `t + len <= covered` (the furthest end so far)
+    // lies inside an earlier window, whose sweep already decided it: each
+    // window only sweeps past that point, and one that ends by `covered` is
+    // skipped. So every candidate is looked at once, the output comes out
+    // sorted and unique, and its size is bounded by the number of distinct
+    // 5-minute instants, whatever the number of overlapping ranges.
+    if !windows.is_sorted() {
+        windows.sort_unstable();
     }
+    let mut covered = i64::MIN;
+    for (ws, we) in windows {
+        if we <= covered {
+            continue;
+        }
+        let from = if covered == i64::MIN {
+            ws
+        } else {
+            ws.max(covered - len + 1)
+        };
+        sweep.run(from, we, out);
+        covered = we;
+    }
+    debug_assert!(out.is_sorted_by(|a, b| a < b));
     Ok(())
 }
