@@ -1,10 +1,11 @@
-//! `bench-mail DIR [--iters N] [--warmup W] [--out OUT] [--candidates N]`
+//! `bench-mail DIR [--iters N] [--warmup W] [--out OUT] [--candidates N] [--full]`
 //!
 //! The mail participants contract (shared bench README, section 2). Loads every
 //! `DIR/*.eml` into memory, then times, per repeat, the first stage of the sync
 //! pipeline on every message: `hirewire_mail::parse_envelope` (headers only,
 //! participants decoded). With `--candidates N` (N > 0) each envelope is also
-//! matched against an index of N candidate addresses. Prints one JSON line;
+//! matched against an index of N candidate addresses. With `--full` the timed
+//! stage is `parse_full` (whole MIME tree, bodies decoded) instead. Prints one JSON line;
 //! `--out` receives one participants line per message for `compare.py`.
 
 use std::io::Write;
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use hirewire_mail::{
     AddressNormalizer, AddressOptions, CandidateIndex, Envelope, Mailbox, Role, parse_envelope,
+    parse_full,
 };
 
 struct Args {
@@ -20,6 +22,7 @@ struct Args {
     warmup: usize,
     out: Option<String>,
     candidates: usize,
+    full: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 2,
         out: None,
         candidates: 0,
+        full: false,
     };
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = num("--iters")?.max(1),
             "--warmup" => args.warmup = num("--warmup")?,
             "--candidates" => args.candidates = num("--candidates")?,
+            "--full" => args.full = true,
             "--out" => args.out = Some(it.next().ok_or("--out needs a path")?),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ if args.dir.is_empty() => args.dir = a,
@@ -131,7 +136,11 @@ fn main() {
         let mut out: Vec<Envelope> = Vec::with_capacity(n);
         let start = Instant::now();
         for (_, raw) in &files {
-            let env = parse_envelope(raw);
+            let env = if args.full {
+                parse_full(raw).envelope
+            } else {
+                parse_envelope(raw)
+            };
             if let Some(index) = &index {
                 matched_total += index.involvement(&env.participants).candidates.len();
             }

@@ -80,7 +80,8 @@ impl AddressNormalizer {
         let internal = options
             .internal_domains
             .iter()
-            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .map(|d| d.trim().trim_start_matches('@').trim_end_matches('.').to_lowercase())
+            .filter(|d| !d.is_empty())
             .collect();
         Self {
             options,
@@ -172,6 +173,15 @@ impl AddressNormalizer {
     }
 
     fn domain_is_internal(&self, mut domain: &str) -> bool {
+        if self.internal.len() <= 8 {
+            // Few domains (the usual case): suffix checks beat hashing every label.
+            return self.internal.iter().any(|d| {
+                domain.len() >= d.len()
+                    && domain.ends_with(d.as_str())
+                    && (domain.len() == d.len()
+                        || domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+            });
+        }
         loop {
             if self.internal.contains(domain) {
                 return true;
