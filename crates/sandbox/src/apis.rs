@@ -16,7 +16,9 @@ use crate::flow::fault_gate;
 use crate::scenario::Provider;
 use crate::scopes;
 use crate::state::User;
-use crate::wire::{Params, bearer, google_api_error, graph_error, json_response, link_base, random_guid};
+use crate::wire::{
+    Params, bearer, google_api_error, graph_error, json_response, link_base, random_guid,
+};
 
 /// Who is calling, as established from the bearer token.
 #[derive(Debug, Clone)]
@@ -83,13 +85,21 @@ pub fn google_unauthenticated() -> Response {
     );
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\""),
+        HeaderValue::from_static(
+            "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"",
+        ),
     );
     r
 }
 
 fn graph_unauthenticated(app: &App, headers: &HeaderMap, message: &str) -> Response {
-    let mut r = graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message, headers, app.now());
+    let mut r = graph_error(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        message,
+        headers,
+        app.now(),
+    );
     if app.read(|s| s.settings.graph_www_authenticate) {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -114,19 +124,31 @@ fn authenticate(app: &App, family: Family, headers: &HeaderMap) -> Result<Princi
         let u = s.user(&t.user)?.clone();
         Some((t, u))
     });
-    let want = if google { Provider::Google } else { Provider::Microsoft };
+    let want = if google {
+        Provider::Google
+    } else {
+        Provider::Microsoft
+    };
     let Some((t, user)) = found.filter(|(t, _)| t.provider == want) else {
         return Err(if google {
             google_unauthenticated()
         } else {
-            graph_unauthenticated(app, headers, "IDX14100: JWT is not well formed, there are no dots (.).")
+            graph_unauthenticated(
+                app,
+                headers,
+                "IDX14100: JWT is not well formed, there are no dots (.).",
+            )
         });
     };
     if t.revoked || t.expires_at <= now {
         return Err(if google {
             google_unauthenticated()
         } else {
-            graph_unauthenticated(app, headers, "Lifetime validation failed, the token is expired.")
+            graph_unauthenticated(
+                app,
+                headers,
+                "Lifetime validation failed, the token is expired.",
+            )
         });
     }
     if !google && t.audience.as_deref() != Some("https://graph.microsoft.com") {
@@ -195,7 +217,13 @@ pub async fn call(
                 app.count_outcome(endpoint, false);
                 let secs = app.read(|s| s.settings.graph_retry_after_secs);
                 return crate::wire::with_retry_after(
-                    graph_error(StatusCode::TOO_MANY_REQUESTS, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", headers, app.now()),
+                    graph_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "ApplicationThrottled",
+                        "Application is over its MailboxConcurrency limit.",
+                        headers,
+                        app.now(),
+                    ),
                     Some(secs),
                 );
             }
@@ -207,8 +235,16 @@ pub async fn call(
         return r;
     }
     match needs {
-        Needs::Graph { any_of, code, message } => {
-            if !principal.scopes.iter().any(|s| any_of.contains(&s.as_str())) {
+        Needs::Graph {
+            any_of,
+            code,
+            message,
+        } => {
+            if !principal
+                .scopes
+                .iter()
+                .any(|s| any_of.contains(&s.as_str()))
+            {
                 return graph_error(StatusCode::FORBIDDEN, code, message, headers, app.now());
             }
         }
@@ -240,7 +276,9 @@ fn check_alt(q: &Option<String>) -> Option<Response> {
             StatusCode::BAD_REQUEST,
             "invalidParameter",
             "global",
-            &format!("Invalid value '{other}'. Values must match the following regular expression: '(json|media|proto)'"),
+            &format!(
+                "Invalid value '{other}'. Values must match the following regular expression: '(json|media|proto)'"
+            ),
         )),
     }
 }
@@ -272,16 +310,32 @@ fn user_json(u: &User, base: &str, select: Option<&str>) -> Value {
     let mut out = Map::new();
     match select {
         Some(sel) => {
-            let fields: Vec<&str> = sel.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
-            out.insert("@odata.context".into(), json!(format!("{base}/v1.0/$metadata#users({})/$entity", fields.join(","))));
+            let fields: Vec<&str> = sel
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .collect();
+            out.insert(
+                "@odata.context".into(),
+                json!(format!(
+                    "{base}/v1.0/$metadata#users({})/$entity",
+                    fields.join(",")
+                )),
+            );
             for f in fields {
-                if let Some((k, v)) = full.as_object().and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(f))) {
+                if let Some((k, v)) = full
+                    .as_object()
+                    .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)))
+                {
                     out.insert(k.clone(), v.clone());
                 }
             }
         }
         None => {
-            out.insert("@odata.context".into(), json!(format!("{base}/v1.0/$metadata#users/$entity")));
+            out.insert(
+                "@odata.context".into(),
+                json!(format!("{base}/v1.0/$metadata#users/$entity")),
+            );
             if let Some(m) = full.as_object() {
                 out.extend(m.clone());
             }
@@ -291,18 +345,33 @@ fn user_json(u: &User, base: &str, select: Option<&str>) -> Value {
 }
 
 async fn graph_me(State(app): State<App>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    let select = Params::parse(q.as_deref().unwrap_or("")).get("$select").map(str::to_string);
+    let select = Params::parse(q.as_deref().unwrap_or(""))
+        .get("$select")
+        .map(str::to_string);
     let base = link_base(&headers);
-    call(&app, "graph.me", &headers, Needs::Graph {
-        any_of: USER_READ,
-        code: "Authorization_RequestDenied",
-        message: "Insufficient privileges to complete the operation.",
-    }, |p| json_response(StatusCode::OK, user_json(&p.user, &base, select.as_deref())))
+    call(
+        &app,
+        "graph.me",
+        &headers,
+        Needs::Graph {
+            any_of: USER_READ,
+            code: "Authorization_RequestDenied",
+            message: "Insufficient privileges to complete the operation.",
+        },
+        |p| json_response(StatusCode::OK, user_json(&p.user, &base, select.as_deref())),
+    )
     .await
 }
 
-async fn graph_user(State(app): State<App>, Path(id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    let select = Params::parse(q.as_deref().unwrap_or("")).get("$select").map(str::to_string);
+async fn graph_user(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let select = Params::parse(q.as_deref().unwrap_or(""))
+        .get("$select")
+        .map(str::to_string);
     let base = link_base(&headers);
     let now = app.now();
     let h2 = headers.clone();
@@ -332,45 +401,78 @@ fn gmail_user_ok(p: &Principal, user_id: &str) -> Result<(), Response> {
     if user_id == "me" || user_id.eq_ignore_ascii_case(&p.user.email) {
         Ok(())
     } else {
-        Err(google_api_error(StatusCode::FORBIDDEN, "forbidden", "global", &format!("Delegation denied for {}", p.user.email)))
+        Err(google_api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "global",
+            &format!("Delegation denied for {}", p.user.email),
+        ))
     }
 }
 
-async fn gmail_profile(State(app): State<App>, Path(user_id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+async fn gmail_profile(
+    State(app): State<App>,
+    Path(user_id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     if let Some(r) = check_alt(&q) {
         return r;
     }
-    call(&app, "gmail.users.getProfile", &headers, Needs::Google, |p| {
-        if let Err(r) = gmail_user_ok(p, &user_id) {
-            return r;
-        }
-        json_response(StatusCode::OK, json!({
-            "emailAddress": p.user.email,
-            "messagesTotal": 0,
-            "threadsTotal": 0,
-            "historyId": p.user.history_id.to_string(),
-        }))
-    })
+    call(
+        &app,
+        "gmail.users.getProfile",
+        &headers,
+        Needs::Google,
+        |p| {
+            if let Err(r) = gmail_user_ok(p, &user_id) {
+                return r;
+            }
+            json_response(
+                StatusCode::OK,
+                json!({
+                    "emailAddress": p.user.email,
+                    "messagesTotal": 0,
+                    "threadsTotal": 0,
+                    "historyId": p.user.history_id.to_string(),
+                }),
+            )
+        },
+    )
     .await
 }
 
-async fn calendar_get(State(app): State<App>, Path(calendar_id): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+async fn calendar_get(
+    State(app): State<App>,
+    Path(calendar_id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     if let Some(r) = check_alt(&q) {
         return r;
     }
-    call(&app, "calendar.calendars.get", &headers, Needs::Google, |p| {
-        if calendar_id != "primary" && !calendar_id.eq_ignore_ascii_case(&p.user.email) {
-            return google_api_error(StatusCode::NOT_FOUND, "notFound", "global", "Not Found");
-        }
-        json_response(StatusCode::OK, json!({
-            "kind": "calendar#calendar",
-            "etag": format!("\"{}\"", p.user.history_id),
-            "id": p.user.email,
-            "summary": p.user.email,
-            "timeZone": "UTC",
-            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
-        }))
-    })
+    call(
+        &app,
+        "calendar.calendars.get",
+        &headers,
+        Needs::Google,
+        |p| {
+            if calendar_id != "primary" && !calendar_id.eq_ignore_ascii_case(&p.user.email) {
+                return google_api_error(StatusCode::NOT_FOUND, "notFound", "global", "Not Found");
+            }
+            json_response(
+                StatusCode::OK,
+                json!({
+                    "kind": "calendar#calendar",
+                    "etag": format!("\"{}\"", p.user.history_id),
+                    "id": p.user.email,
+                    "summary": p.user.email,
+                    "timeZone": "UTC",
+                    "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+                }),
+            )
+        },
+    )
     .await
 }
 
@@ -378,8 +480,19 @@ async fn calendar_get(State(app): State<App>, Path(calendar_id): Path<String>, R
 pub async fn fallback(State(app): State<App>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if path.starts_with("/v1.0/") {
-        let seg = path.trim_start_matches("/v1.0/").split('/').next_back().unwrap_or_default().to_string();
-        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Resource not found for the segment '{seg}'."), req.headers(), app.now());
+        let seg = path
+            .trim_start_matches("/v1.0/")
+            .split('/')
+            .next_back()
+            .unwrap_or_default()
+            .to_string();
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Resource not found for the segment '{seg}'."),
+            req.headers(),
+            app.now(),
+        );
     }
     if path.starts_with("/gmail/") || path.starts_with("/calendar/") {
         return google_api_error(StatusCode::NOT_FOUND, "notFound", "global", "Not Found");

@@ -179,10 +179,18 @@ impl App {
 
     /// Charges Gmail quota units to a user; false when the per-minute budget is spent.
     pub fn charge_gmail(&self, user: &str, method: &str) -> bool {
-        let (cost, budget) = self.read(|s| (s.settings.gmail_cost(method), s.settings.gmail_user_budget()));
+        let (cost, budget) = self.read(|s| {
+            (
+                s.settings.gmail_cost(method),
+                s.settings.gmail_user_budget(),
+            )
+        });
         let minute = self.now().div_euclid(60);
         self.rt(|rt| {
-            let w = rt.gmail_window.entry(user.to_string()).or_insert((minute, 0));
+            let w = rt
+                .gmail_window
+                .entry(user.to_string())
+                .or_insert((minute, 0));
             if w.0 != minute {
                 *w = (minute, 0);
             }

@@ -19,11 +19,17 @@ use crate::wire::{json_response, random_guid, random_token};
 /// Routes under `/_sandbox/`.
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/_sandbox/health", get(|| async { Json(json!({"ok": true})) }))
+        .route(
+            "/_sandbox/health",
+            get(|| async { Json(json!({"ok": true})) }),
+        )
         .route("/_sandbox/clients", get(list_clients).post(add_client))
         .route("/_sandbox/users", get(list_users).post(add_user))
         .route("/_sandbox/users/{email}/revoke-grant", post(revoke_grant))
-        .route("/_sandbox/users/{email}/password-change", post(password_change))
+        .route(
+            "/_sandbox/users/{email}/password-change",
+            post(password_change),
+        )
         .route("/_sandbox/tenants", get(list_tenants))
         .route("/_sandbox/tenants/{tenant}/policy", put(set_tenant_policy))
         .route(
@@ -34,9 +40,15 @@ pub fn routes() -> Router<App> {
         .route("/_sandbox/domains/{domain}/policy", put(set_domain_policy))
         .route("/_sandbox/grants", get(list_grants))
         .route("/_sandbox/counters", get(counters).delete(reset_counters))
-        .route("/_sandbox/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/_sandbox/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/_sandbox/faults/{id}", delete(remove_fault))
-        .route("/_sandbox/settings", get(get_settings).patch(patch_settings))
+        .route(
+            "/_sandbox/settings",
+            get(get_settings).patch(patch_settings),
+        )
         .route("/_sandbox/clock", get(clock))
         .route("/_sandbox/clock/advance", post(advance_clock))
 }
@@ -87,7 +99,11 @@ async fn add_client(State(app): State<App>, Json(body): Json<Value>) -> Reply {
         provider: n.provider,
         client_id: n.client_id.unwrap_or_else(|| match n.provider {
             Provider::Microsoft => random_guid(),
-            Provider::Google => format!("{}-{}.apps.googleusercontent.com", &random_guid()[..8], random_token(12).to_ascii_lowercase()),
+            Provider::Google => format!(
+                "{}-{}.apps.googleusercontent.com",
+                &random_guid()[..8],
+                random_token(12).to_ascii_lowercase()
+            ),
         }),
         client_secret: n.client_secret.unwrap_or_else(|| random_token(24)),
         name: n.name.unwrap_or_else(|| "hirewire".into()),
@@ -121,11 +137,17 @@ async fn add_user(State(app): State<App>, Json(body): Json<Value>) -> Reply {
     let n: NewUser = parse(&body)?;
     let r = app.write(|s| match (&n.tenant, &n.domain) {
         (Some(t), None) => {
-            let id = s.tenant(t).map(|t| t.id.clone()).ok_or(format!("unknown tenant {t}"))?;
+            let id = s
+                .tenant(t)
+                .map(|t| t.id.clone())
+                .ok_or(format!("unknown tenant {t}"))?;
             s.add_user(Provider::Microsoft, &id, &n.user)
         }
         (None, Some(d)) => {
-            let d = s.domain(d).map(|d| d.domain.clone()).ok_or(format!("unknown domain {d}"))?;
+            let d = s
+                .domain(d)
+                .map(|d| d.domain.clone())
+                .ok_or(format!("unknown domain {d}"))?;
             s.add_user(Provider::Google, &d, &n.user)
         }
         _ => Err("give exactly one of `tenant` (Microsoft) or `domain` (Google)".to_string()),
@@ -142,13 +164,20 @@ struct RevokeBody {
     scopes: Option<Vec<String>>,
 }
 
-async fn revoke_grant(State(app): State<App>, Path(email): Path<String>, body: Option<Json<Value>>) -> Reply {
+async fn revoke_grant(
+    State(app): State<App>,
+    Path(email): Path<String>,
+    body: Option<Json<Value>>,
+) -> Reply {
     let b: RevokeBody = match body {
         Some(Json(v)) => parse(&v)?,
         None => RevokeBody::default(),
     };
     let r = app.write(|s| {
-        let user = s.user(&email).cloned().ok_or(format!("unknown user {email}"))?;
+        let user = s
+            .user(&email)
+            .cloned()
+            .ok_or(format!("unknown user {email}"))?;
         let clients: Vec<String> = s
             .grants
             .values()
@@ -167,7 +196,11 @@ async fn revoke_grant(State(app): State<App>, Path(email): Path<String>, body: O
                             Provider::Google => crate::scopes::google_normalize(x),
                         })
                         .collect();
-                    if let Some(g) = s.grants.values_mut().find(|g| g.user == user.email && g.client_id == c) {
+                    if let Some(g) = s
+                        .grants
+                        .values_mut()
+                        .find(|g| g.user == user.email && g.client_id == c)
+                    {
                         g.scopes.retain(|x| !remove.contains(x));
                     }
                 }
@@ -198,10 +231,16 @@ async fn list_tenants(State(app): State<App>) -> Reply {
     ok(app.read(|s| s.tenants.clone()))
 }
 
-async fn set_tenant_policy(State(app): State<App>, Path(tenant): Path<String>, Json(body): Json<Value>) -> Reply {
+async fn set_tenant_policy(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
     let policy: TenantPolicy = parse(&body)?;
     let r = app.write(|s| {
-        let t = s.tenant_mut(&tenant).ok_or(format!("unknown tenant {tenant}"))?;
+        let t = s
+            .tenant_mut(&tenant)
+            .ok_or(format!("unknown tenant {tenant}"))?;
         t.policy = policy;
         Ok::<_, String>(t.clone())
     });
@@ -214,22 +253,39 @@ struct ScopesBody {
     scopes: Vec<String>,
 }
 
-async fn set_admin_consent(State(app): State<App>, Path((tenant, client_id)): Path<(String, String)>, Json(body): Json<Value>) -> Reply {
+async fn set_admin_consent(
+    State(app): State<App>,
+    Path((tenant, client_id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Reply {
     let b: ScopesBody = parse(&body)?;
     let r = app.write(|s| {
         if s.client(&client_id).is_none() {
             return Err(format!("unknown client {client_id}"));
         }
-        let t = s.tenant_mut(&tenant).ok_or(format!("unknown tenant {tenant}"))?;
-        t.admin_consents.insert(client_id.clone(), b.scopes.iter().map(|x| crate::scopes::ms_normalize(x)).collect());
+        let t = s
+            .tenant_mut(&tenant)
+            .ok_or(format!("unknown tenant {tenant}"))?;
+        t.admin_consents.insert(
+            client_id.clone(),
+            b.scopes
+                .iter()
+                .map(|x| crate::scopes::ms_normalize(x))
+                .collect(),
+        );
         Ok(t.clone())
     });
     r.map_err(|e| bad(StatusCode::NOT_FOUND, e)).and_then(ok)
 }
 
-async fn remove_admin_consent(State(app): State<App>, Path((tenant, client_id)): Path<(String, String)>) -> Reply {
+async fn remove_admin_consent(
+    State(app): State<App>,
+    Path((tenant, client_id)): Path<(String, String)>,
+) -> Reply {
     let r = app.write(|s| {
-        let t = s.tenant_mut(&tenant).ok_or(format!("unknown tenant {tenant}"))?;
+        let t = s
+            .tenant_mut(&tenant)
+            .ok_or(format!("unknown tenant {tenant}"))?;
         t.admin_consents.remove(&client_id);
         Ok::<_, String>(t.clone())
     });
@@ -240,10 +296,18 @@ async fn list_domains(State(app): State<App>) -> Reply {
     ok(app.read(|s| s.domains.clone()))
 }
 
-async fn set_domain_policy(State(app): State<App>, Path(domain): Path<String>, Json(body): Json<Value>) -> Reply {
+async fn set_domain_policy(
+    State(app): State<App>,
+    Path(domain): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
     let policy: DomainPolicy = parse(&body)?;
     let r = app.write(|s| {
-        let d = s.domains.iter_mut().find(|d| d.domain.eq_ignore_ascii_case(&domain)).ok_or(format!("unknown domain {domain}"))?;
+        let d = s
+            .domains
+            .iter_mut()
+            .find(|d| d.domain.eq_ignore_ascii_case(&domain))
+            .ok_or(format!("unknown domain {domain}"))?;
         d.policy = policy;
         Ok::<_, String>(d.clone())
     });
@@ -288,7 +352,8 @@ async fn list_faults(State(app): State<App>) -> Reply {
 
 async fn add_fault(State(app): State<App>, Json(body): Json<Value>) -> Reply {
     let spec: FaultSpec = parse(&body)?;
-    spec.validate().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    spec.validate()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
     ok(app.rt(|rt| rt.faults.add(spec)))
 }
 
@@ -314,7 +379,8 @@ async fn patch_settings(State(app): State<App>, Json(body): Json<Value>) -> Repl
     let Some(patch) = body.as_object() else {
         return Err(bad(StatusCode::BAD_REQUEST, "expected a JSON object"));
     };
-    let mut current = serde_json::to_value(app.read(|s| s.settings.clone())).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut current = serde_json::to_value(app.read(|s| s.settings.clone()))
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     for (k, v) in patch {
         current[k] = v.clone();
     }
@@ -325,7 +391,9 @@ async fn patch_settings(State(app): State<App>, Json(body): Json<Value>) -> Repl
 
 async fn clock(State(app): State<App>) -> Reply {
     let now = app.now();
-    ok(json!({"now": now, "rfc3339": jiff::Timestamp::from_second(now).map(|t| t.to_string()).unwrap_or_default()}))
+    ok(
+        json!({"now": now, "rfc3339": jiff::Timestamp::from_second(now).map(|t| t.to_string()).unwrap_or_default()}),
+    )
 }
 
 #[derive(Deserialize)]

@@ -385,7 +385,14 @@ pub fn render(fault: &Fault, endpoint: &str, headers: &HeaderMap, now: i64) -> R
                     None,
                 ),
             };
-            ms_identity_error(StatusCode::BAD_REQUEST, "invalid_grant", code, msg, sub, now)
+            ms_identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                code,
+                msg,
+                sub,
+                now,
+            )
         }
         (Fault::InvalidGrant { .. }, _) => google_oauth_error(
             StatusCode::BAD_REQUEST,
@@ -416,7 +423,12 @@ pub fn render(fault: &Fault, endpoint: &str, headers: &HeaderMap, now: i64) -> R
 mod tests {
     use super::*;
 
-    fn spec(endpoint: Option<&str>, user: Option<&str>, fault: Fault, count: Option<u32>) -> FaultSpec {
+    fn spec(
+        endpoint: Option<&str>,
+        user: Option<&str>,
+        fault: Fault,
+        count: Option<u32>,
+    ) -> FaultSpec {
         FaultSpec {
             endpoint: endpoint.map(Into::into),
             user: user.map(Into::into),
@@ -438,10 +450,23 @@ mod tests {
     #[test]
     fn endpoint_prefix_and_user_filters_apply() {
         let mut b = FaultBook::default();
-        b.add(spec(Some("gmail.*"), Some("a@x.example"), Fault::UserRateLimit, None));
+        b.add(spec(
+            Some("gmail.*"),
+            Some("a@x.example"),
+            Fault::UserRateLimit,
+            None,
+        ));
         assert!(b.take("graph.me", Some("a@x.example")).fault.is_none());
-        assert!(b.take("gmail.users.getProfile", Some("b@x.example")).fault.is_none());
-        assert!(b.take("gmail.users.getProfile", Some("A@x.example")).fault.is_some());
+        assert!(
+            b.take("gmail.users.getProfile", Some("b@x.example"))
+                .fault
+                .is_none()
+        );
+        assert!(
+            b.take("gmail.users.getProfile", Some("A@x.example"))
+                .fault
+                .is_some()
+        );
     }
 
     #[test]

@@ -18,7 +18,12 @@ use crate::wire::{Params, append_query, random_token, redirect};
 use crate::{google_identity, ms_identity};
 
 /// Applies armed faults to a request: sleeps for delays, and returns the fault response if one hits.
-pub async fn fault_gate(app: &App, endpoint: &str, user: Option<&str>, headers: &HeaderMap) -> Option<Response> {
+pub async fn fault_gate(
+    app: &App,
+    endpoint: &str,
+    user: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let d = app.rt(|rt| rt.faults.take(endpoint, user));
     if d.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
@@ -76,7 +81,12 @@ pub fn store_pending(app: &App, p: Pending) -> String {
 pub fn pending(app: &App, id: &str) -> Option<Pending> {
     let ttl = app.read(|s| s.settings.pending_login_lifetime_secs);
     let now = app.now();
-    app.rt(|rt| rt.pending.get(id).filter(|p| p.created_at + ttl > now).cloned())
+    app.rt(|rt| {
+        rt.pending
+            .get(id)
+            .filter(|p| p.created_at + ttl > now)
+            .cloned()
+    })
 }
 
 /// Records the account picked for a pending sign-in.

@@ -13,7 +13,8 @@ pub fn sign_hs256(claims: &Value, key: &str) -> String {
     let h = URL_SAFE_NO_PAD.encode(header.to_string());
     let p = URL_SAFE_NO_PAD.encode(claims.to_string());
     let input = format!("{h}.{p}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(input.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{input}.{sig}")

@@ -115,7 +115,8 @@ pub struct SandboxHandle {
 /// Reads a scenario file (JSON).
 pub fn load_scenario(path: &Path) -> Result<Scenario, SandboxError> {
     let text = std::fs::read_to_string(path)?;
-    serde_json::from_str(&text).map_err(|e| SandboxError::Scenario(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| SandboxError::Scenario(format!("{}: {e}", path.display())))
 }
 
 fn initial_state(cfg: &SandboxConfig) -> Result<(State, Option<PathBuf>), SandboxError> {
@@ -280,9 +281,21 @@ pub async fn run(args: SandboxCliArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("hirewire sandbox listening on {}", handle.base_url());
-    println!("  Microsoft: {}/organizations/oauth2/v2.0/authorize  Graph: {}/v1.0", handle.base_url(), handle.base_url());
-    println!("  Google:    {}/o/oauth2/v2/auth  token: {}/token  Gmail: {}/gmail/v1", handle.base_url(), handle.base_url(), handle.base_url());
-    println!("  control:   {}/_sandbox/  (see docs/sandbox.md)", handle.base_url());
+    println!(
+        "  Microsoft: {}/organizations/oauth2/v2.0/authorize  Graph: {}/v1.0",
+        handle.base_url(),
+        handle.base_url()
+    );
+    println!(
+        "  Google:    {}/o/oauth2/v2/auth  token: {}/token  Gmail: {}/gmail/v1",
+        handle.base_url(),
+        handle.base_url(),
+        handle.base_url()
+    );
+    println!(
+        "  control:   {}/_sandbox/  (see docs/sandbox.md)",
+        handle.base_url()
+    );
     tokio::signal::ctrl_c().await?;
     handle.shutdown().await;
     Ok(())

@@ -12,13 +12,17 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::{App, Pending, PendingKind};
-use crate::flow::{Mode, deliver, fault_gate, finish_pending, pending, set_pending_user, store_pending};
+use crate::flow::{
+    Mode, deliver, fault_gate, finish_pending, pending, set_pending_user, store_pending,
+};
 use crate::jwt;
 use crate::pages::{self, ConsentView, PickUser, ScopeItem};
 use crate::scenario::{MsScopeFormat, Provider};
 use crate::scopes::{self, GRAPH, MS_OIDC};
 use crate::state::{AccessToken, Client, Code, RefreshToken, State as St, Tenant, User};
-use crate::wire::{Params, basic_auth, json_response, ms_identity_error, random_guid, random_token};
+use crate::wire::{
+    Params, basic_auth, json_response, ms_identity_error, random_guid, random_token,
+};
 
 /// Routes of `login.microsoftonline.com`.
 pub fn routes() -> Router<App> {
@@ -93,7 +97,9 @@ fn check_client(app: &App, p: &Params, tenant_seg: &str) -> Result<(Client, Stri
             "Sorry, but we're having trouble signing you in.",
             "The application was not found.",
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant_seg}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant_seg}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
         ));
     };
     let Some(ru) = p.get("redirect_uri") else {
@@ -111,7 +117,10 @@ fn check_client(app: &App, p: &Params, tenant_seg: &str) -> Result<(Client, Stri
             "Sorry, but we're having trouble signing you in.",
             "The redirect URI does not match the application's registration.",
             50011,
-            &format!("The redirect URI '{ru}' specified in the request does not match the redirect URIs configured for the application '{}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.", client.client_id),
+            &format!(
+                "The redirect URI '{ru}' specified in the request does not match the redirect URIs configured for the application '{}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.",
+                client.client_id
+            ),
         ));
     }
     Ok((client, ru.to_string()))
@@ -184,11 +193,21 @@ async fn authorize(
     let now = app.now();
     let state = p.get("state");
     let Some(mode) = Mode::parse(p.get("response_mode")) else {
-        let e = error_params("invalid_request", 900144, "Invalid response_mode.", state, now);
+        let e = error_params(
+            "invalid_request",
+            900144,
+            "Invalid response_mode.",
+            state,
+            now,
+        );
         return deliver(&redirect_uri, Mode::Query, &e);
     };
     let fail = |error: &str, code: u32, msg: &str| {
-        deliver(&redirect_uri, mode, &error_params(error, code, msg, state, now))
+        deliver(
+            &redirect_uri,
+            mode,
+            &error_params(error, code, msg, state, now),
+        )
     };
     match p.get("response_type") {
         Some("code") => {}
@@ -238,7 +257,9 @@ async fn authorize(
         return fail(
             "invalid_scope",
             70011,
-            &format!("The provided value for the input parameter 'scope' is not valid. The scope '{raw_scope}' is not valid."),
+            &format!(
+                "The provided value for the input parameter 'scope' is not valid. The scope '{raw_scope}' is not valid."
+            ),
         );
     }
     let tenant_id = match &tenant_path {
@@ -285,16 +306,31 @@ async fn authorize(
     {
         return after_account(&app, &id, &u);
     }
-    picker(&app, &id, &client, tenant_id.as_deref(), p.get("domain_hint"))
+    picker(
+        &app,
+        &id,
+        &client,
+        tenant_id.as_deref(),
+        p.get("domain_hint"),
+    )
 }
 
-fn picker(app: &App, id: &str, client: &Client, tenant_id: Option<&str>, domain_hint: Option<&str>) -> Response {
+fn picker(
+    app: &App,
+    id: &str,
+    client: &Client,
+    tenant_id: Option<&str>,
+    domain_hint: Option<&str>,
+) -> Response {
     let users: Vec<PickUser> = app.read(|s| {
         s.users
             .iter()
             .filter(|u| u.provider == Provider::Microsoft)
             .filter(|u| tenant_id.is_none_or(|t| u.org == t))
-            .filter(|u| domain_hint.is_none_or(|d| u.email.ends_with(&format!("@{}", d.to_ascii_lowercase()))))
+            .filter(|u| {
+                domain_hint
+                    .is_none_or(|d| u.email.ends_with(&format!("@{}", d.to_ascii_lowercase())))
+            })
             .map(|u| PickUser {
                 email: u.email.clone(),
                 name: u.display_name.clone(),
@@ -311,18 +347,29 @@ fn picker(app: &App, id: &str, client: &Client, tenant_id: Option<&str>, domain_
 }
 
 /// Tenant and assignment checks once the account is known. Errors are shown on the page.
-fn check_user(st: &St, pd: &Pending, client: &Client, user: &User) -> Result<Tenant, (u32, String, String)> {
-    let tenant = st
-        .tenant(&user.org)
-        .cloned()
-        .ok_or_else(|| (90002, "Tenant not found.".to_string(), "We couldn't find the account's organization.".to_string()))?;
+fn check_user(
+    st: &St,
+    pd: &Pending,
+    client: &Client,
+    user: &User,
+) -> Result<Tenant, (u32, String, String)> {
+    let tenant = st.tenant(&user.org).cloned().ok_or_else(|| {
+        (
+            90002,
+            "Tenant not found.".to_string(),
+            "We couldn't find the account's organization.".to_string(),
+        )
+    })?;
     if let Some(t) = &pd.tenant_id
         && *t != user.org
     {
         let name = st.tenant(t).map(|x| x.name.clone()).unwrap_or_default();
         return Err((
             50020,
-            format!("User account '{}' from identity provider 'https://sts.windows.net/{}/' does not exist in tenant '{name}' and cannot access the application '{}'({}) in that tenant. The account needs to be added as an external user in the tenant first. Sign out and sign in again with a different Azure Active Directory user account.", user.email, user.org, client.client_id, client.name),
+            format!(
+                "User account '{}' from identity provider 'https://sts.windows.net/{}/' does not exist in tenant '{name}' and cannot access the application '{}'({}) in that tenant. The account needs to be added as an external user in the tenant first. Sign out and sign in again with a different Azure Active Directory user account.",
+                user.email, user.org, client.client_id, client.name
+            ),
             "This account does not belong to the organization the app asked for.".to_string(),
         ));
     }
@@ -331,7 +378,10 @@ fn check_user(st: &St, pd: &Pending, client: &Client, user: &User) -> Result<Ten
     {
         return Err((
             700016,
-            format!("Application with identifier '{}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", client.client_id, tenant.name),
+            format!(
+                "Application with identifier '{}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                client.client_id, tenant.name
+            ),
             "The application is not available in your organization.".to_string(),
         ));
     }
@@ -344,7 +394,10 @@ fn check_user(st: &St, pd: &Pending, client: &Client, user: &User) -> Result<Ten
     {
         return Err((
             50105,
-            format!("Your administrator has configured the application {} ('{}') to block users unless they are specifically granted ('assigned') access to the application. The signed in user '{}' is blocked because they are not a direct member of a group with access, nor had access directly assigned by an administrator. Please contact your administrator to assign access to this application.", client.name, client.client_id, user.email),
+            format!(
+                "Your administrator has configured the application {} ('{}') to block users unless they are specifically granted ('assigned') access to the application. The signed in user '{}' is blocked because they are not a direct member of a group with access, nor had access directly assigned by an administrator. Please contact your administrator to assign access to this application.",
+                client.name, client.client_id, user.email
+            ),
             "Your administrator hasn't given you access to this application.".to_string(),
         ));
     }
@@ -383,15 +436,41 @@ fn silent(app: &App, id: &str, email: &str) -> Response {
     let state = pd.params.get("state");
     let mode = Mode::parse(pd.params.get("response_mode")).unwrap_or(Mode::Query);
     let Some((client, user)) = lookup(app, &pd, email) else {
-        return deliver(&pd.redirect_uri, mode, &error_params("login_required", 50058, "A silent sign-in request was sent but no user is signed in.", state, now));
+        return deliver(
+            &pd.redirect_uri,
+            mode,
+            &error_params(
+                "login_required",
+                50058,
+                "A silent sign-in request was sent but no user is signed in.",
+                state,
+                now,
+            ),
+        );
     };
-    let checked = app.read(|s| check_user(s, &pd, &client, &user).map(|t| (consented(s, &t, &user.email, &client.client_id), t)));
+    let checked = app.read(|s| {
+        check_user(s, &pd, &client, &user)
+            .map(|t| (consented(s, &t, &user.email, &client.client_id), t))
+    });
     match checked {
-        Err((code, msg, _)) => deliver(&pd.redirect_uri, mode, &error_params("interaction_required", code, &msg, state, now)),
+        Err((code, msg, _)) => deliver(
+            &pd.redirect_uri,
+            mode,
+            &error_params("interaction_required", code, &msg, state, now),
+        ),
         Ok((have, _)) if !resource_scopes(&pd.scopes).iter().all(|s| have.contains(s)) => deliver(
             &pd.redirect_uri,
             mode,
-            &error_params("consent_required", 65001, &format!("The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.", client.client_id, client.name), state, now),
+            &error_params(
+                "consent_required",
+                65001,
+                &format!(
+                    "The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.",
+                    client.client_id, client.name
+                ),
+                state,
+                now,
+            ),
         ),
         Ok(_) => issue_code(app, &pd, &user),
     }
@@ -400,7 +479,13 @@ fn silent(app: &App, id: &str, email: &str) -> Response {
 /// The account is picked: check policies, then show consent, "Need admin approval", or go straight back.
 pub fn after_account(app: &App, id: &str, email: &str) -> Response {
     let Some(pd) = pending(app, id) else {
-        return page(StatusCode::BAD_REQUEST, "This sign-in request has expired", "Go back to the app and start again.", 0, "");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request has expired",
+            "Go back to the app and start again.",
+            0,
+            "",
+        );
     };
     let Some((client, user)) = lookup(app, &pd, email) else {
         return page(
@@ -413,7 +498,8 @@ pub fn after_account(app: &App, id: &str, email: &str) -> Response {
     };
     set_pending_user(app, id, &user.email);
     let checked = app.read(|s| {
-        check_user(s, &pd, &client, &user).map(|t| (consented(s, &t, &user.email, &client.client_id), t))
+        check_user(s, &pd, &client, &user)
+            .map(|t| (consented(s, &t, &user.email, &client.client_id), t))
     });
     let (have, tenant) = match checked {
         Ok(x) => x,
@@ -433,9 +519,18 @@ pub fn after_account(app: &App, id: &str, email: &str) -> Response {
                 Provider::Microsoft,
                 StatusCode::FORBIDDEN,
                 "Need admin approval",
-                &format!("{} needs permission to access resources in your organization that only an admin can grant. Sign in with an administrator account to grant consent for your organization.", client.name),
-                &format!("AADSTS90094: The grant requires admin permission. The signed-in user '{}' is not an administrator of '{}'.", user.email, tenant.name),
-                Some((&format!("/_sandbox/ui/{id}/cancel"), "Return to the application without granting consent")),
+                &format!(
+                    "{} needs permission to access resources in your organization that only an admin can grant. Sign in with an administrator account to grant consent for your organization.",
+                    client.name
+                ),
+                &format!(
+                    "AADSTS90094: The grant requires admin permission. The signed-in user '{}' is not an administrator of '{}'.",
+                    user.email, tenant.name
+                ),
+                Some((
+                    &format!("/_sandbox/ui/{id}/cancel"),
+                    "Return to the application without granting consent",
+                )),
             );
         }
         return consent_page(id, &client, &user, &needed, false, Some(&tenant.name));
@@ -453,15 +548,31 @@ pub fn after_account(app: &App, id: &str, email: &str) -> Response {
             Provider::Microsoft,
             StatusCode::FORBIDDEN,
             "Need admin approval",
-            &format!("{} needs permission to access resources in your organization that only an admin can grant. Please ask an admin to grant permission to this app before you can use it.", client.name),
-            &format!("AADSTS90094: The grant requires admin permission. Tenant '{}' does not allow users to consent to '{}' ({}).", tenant.name, client.name, client.client_id),
-            Some((&format!("/_sandbox/ui/{id}/cancel"), "Return to the application without granting consent")),
+            &format!(
+                "{} needs permission to access resources in your organization that only an admin can grant. Please ask an admin to grant permission to this app before you can use it.",
+                client.name
+            ),
+            &format!(
+                "AADSTS90094: The grant requires admin permission. Tenant '{}' does not allow users to consent to '{}' ({}).",
+                tenant.name, client.name, client.client_id
+            ),
+            Some((
+                &format!("/_sandbox/ui/{id}/cancel"),
+                "Return to the application without granting consent",
+            )),
         );
     }
     consent_page(id, &client, &user, &pd.scopes, user.admin, None)
 }
 
-fn consent_page(id: &str, client: &Client, user: &User, scopes: &[String], admin_option: bool, org: Option<&str>) -> Response {
+fn consent_page(
+    id: &str,
+    client: &Client,
+    user: &User,
+    scopes: &[String],
+    admin_option: bool,
+    org: Option<&str>,
+) -> Response {
     let items = scopes
         .iter()
         .filter(|s| s.as_str() != "openid")
@@ -495,7 +606,13 @@ pub fn after_consent(app: &App, id: &str, pd: &Pending, accepted: bool, form: &P
         if admin_flow {
             e.push("admin_consent", "True");
         }
-        let ep = error_params("access_denied", 65004, "User declined to consent to access the app.", None, now);
+        let ep = error_params(
+            "access_denied",
+            65004,
+            "User declined to consent to access the app.",
+            None,
+            now,
+        );
         e.0.extend(ep.0);
         if !admin_flow && app.read(|s| s.settings.ms_cancel_error_subcode) {
             e.push("error_subcode", "cancel");
@@ -503,13 +620,29 @@ pub fn after_consent(app: &App, id: &str, pd: &Pending, accepted: bool, form: &P
         if let Some(s) = state {
             e.push("state", s);
         }
-        return deliver(&pd.redirect_uri, if admin_flow { Mode::Query } else { mode }, &e);
+        return deliver(
+            &pd.redirect_uri,
+            if admin_flow { Mode::Query } else { mode },
+            &e,
+        );
     }
     let Some(email) = pd.user.clone() else {
-        return page(StatusCode::BAD_REQUEST, "No account", "Pick an account first.", 0, "");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "No account",
+            "Pick an account first.",
+            0,
+            "",
+        );
     };
     let Some((client, user)) = lookup(app, pd, &email) else {
-        return page(StatusCode::BAD_REQUEST, "No account", "Pick an account first.", 0, "");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "No account",
+            "Pick an account first.",
+            0,
+            "",
+        );
     };
     let needed: BTreeSet<String> = resource_scopes(&pd.scopes).into_iter().collect();
     if admin_flow {
@@ -616,7 +749,10 @@ async fn admin_consent(
             "Sorry, but we're having trouble signing you in.",
             "Admin consent needs an organization in the address.",
             90130,
-            &format!("Application '{}' is not supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.", p.get("client_id").unwrap_or_default()),
+            &format!(
+                "Application '{}' is not supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.",
+                p.get("client_id").unwrap_or_default()
+            ),
         );
     }
     let tenant_path = match resolve_tenant(&app, &tenant) {
@@ -631,7 +767,16 @@ async fn admin_consent(
     let Some(raw_scope) = p.get("scope") else {
         let mut e = Params::default();
         e.push("admin_consent", "True");
-        e.0.extend(error_params("invalid_request", 900144, "The request body must contain the following parameter: 'scope'.", p.get("state"), now).0);
+        e.0.extend(
+            error_params(
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+                p.get("state"),
+                now,
+            )
+            .0,
+        );
         return deliver(&redirect_uri, Mode::Query, &e);
     };
     let requested = requested_scopes(&client, raw_scope);
@@ -655,7 +800,14 @@ async fn admin_consent(
     picker(&app, &id, &client, tenant_id.as_deref(), None)
 }
 
-fn token_error(app: &App, status: StatusCode, error: &str, code: u32, msg: &str, suberror: Option<&str>) -> Response {
+fn token_error(
+    app: &App,
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    msg: &str,
+    suberror: Option<&str>,
+) -> Response {
     ms_identity_error(status, error, code, msg, suberror, app.now())
 }
 
@@ -684,11 +836,18 @@ fn scope_string(app: &App, scopes: &[String]) -> String {
 /// Picks the scopes for one token: a single resource (Graph first) plus OIDC scopes. With `strict` (an
 /// explicit `scope` parameter on the token request), naming several resources is an error (AADSTS700022).
 fn one_resource(scopes: &[String], strict: bool) -> Result<(String, Vec<String>), ()> {
-    let resources: BTreeSet<&str> = scopes.iter().filter_map(|s| scopes::ms_resource(s)).collect();
+    let resources: BTreeSet<&str> = scopes
+        .iter()
+        .filter_map(|s| scopes::ms_resource(s))
+        .collect();
     let audience = if resources.contains("https://graph.microsoft.com") || resources.is_empty() {
         "https://graph.microsoft.com"
     } else {
-        resources.iter().next().copied().unwrap_or("https://graph.microsoft.com")
+        resources
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or("https://graph.microsoft.com")
     };
     let picked = scopes
         .iter()
@@ -719,18 +878,56 @@ async fn token(
         .map(str::to_string)
         .or_else(|| basic.as_ref().map(|b| b.1.clone()));
     let Some(client_id) = client_id else {
-        return token_error(&app, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.", None);
+        return token_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+            None,
+        );
     };
-    let Some(client) = app.read(|s| s.client(&client_id).filter(|c| c.provider == Provider::Microsoft).cloned()) else {
-        return token_error(&app, StatusCode::BAD_REQUEST, "unauthorized_client", 700016, &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."), None);
+    let Some(client) = app.read(|s| {
+        s.client(&client_id)
+            .filter(|c| c.provider == Provider::Microsoft)
+            .cloned()
+    }) else {
+        return token_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
+            None,
+        );
     };
-    let bad_client_status = StatusCode::from_u16(app.read(|s| s.settings.ms_invalid_client_status)).unwrap_or(StatusCode::UNAUTHORIZED);
+    let bad_client_status = StatusCode::from_u16(app.read(|s| s.settings.ms_invalid_client_status))
+        .unwrap_or(StatusCode::UNAUTHORIZED);
     match secret {
         None => {
-            return token_error(&app, StatusCode::BAD_REQUEST, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.", None);
+            return token_error(
+                &app,
+                StatusCode::BAD_REQUEST,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+                None,
+            );
         }
         Some(s) if s != client.client_secret => {
-            return token_error(&app, bad_client_status, "invalid_client", 7000215, &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", client.client_id), None);
+            return token_error(
+                &app,
+                bad_client_status,
+                "invalid_client",
+                7000215,
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                    client.client_id
+                ),
+                None,
+            );
         }
         Some(_) => {}
     }
@@ -739,53 +936,148 @@ async fn token(
         other => match app.read(|s| s.tenant(other).map(|t| t.id.clone())) {
             Some(t) => Some(t),
             None => {
-                return token_error(&app, StatusCode::BAD_REQUEST, "invalid_request", 90002, &format!("Tenant '{other}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."), None);
+                return token_error(
+                    &app,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    90002,
+                    &format!(
+                        "Tenant '{other}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+                    ),
+                    None,
+                );
             }
         },
     };
     match p.get("grant_type") {
-        Some("authorization_code") => redeem_code(&app, &client, tenant_id.as_deref(), &p, &headers).await,
+        Some("authorization_code") => {
+            redeem_code(&app, &client, tenant_id.as_deref(), &p, &headers).await
+        }
         Some("refresh_token") => refresh(&app, &client, tenant_id.as_deref(), &p, &headers).await,
-        Some(other) => token_error(&app, StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, &format!("The app requested an unsupported grant type '{other}'."), None),
-        None => token_error(&app, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.", None),
+        Some(other) => token_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+            None,
+        ),
+        None => token_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+            None,
+        ),
     }
 }
 
-async fn redeem_code(app: &App, client: &Client, tenant_id: Option<&str>, p: &Params, headers: &HeaderMap) -> Response {
+async fn redeem_code(
+    app: &App,
+    client: &Client,
+    tenant_id: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+) -> Response {
     let now = app.now();
     let Some(code_value) = p.get("code") else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'code'.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'code'.",
+            None,
+        );
     };
-    let Some(code) = app.read(|s| s.codes.get(code_value).filter(|c| c.provider == Provider::Microsoft).cloned()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.", None);
+    let Some(code) = app.read(|s| {
+        s.codes
+            .get(code_value)
+            .filter(|c| c.provider == Provider::Microsoft)
+            .cloned()
+    }) else {
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+            None,
+        );
     };
     if let Some(r) = fault_gate(app, "ms.token", Some(&code.user), headers).await {
         return r;
     }
     app.count("ms.token.authorization_code", Some(&code.user));
     if code.client_id != client.client_id {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70000, "The provided authorization code was issued to a different client.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The provided authorization code was issued to a different client.",
+            None,
+        );
     }
     if code.redeemed {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+            None,
+        );
     }
     if code.expires_at <= now {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+            None,
+        );
     }
     if let (Some(t), Some(ct)) = (tenant_id, &code.tenant_id)
         && t != ct
     {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 700005, "Provided Authorization Code is intended to use against other tenant, thus rejected.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            700005,
+            "Provided Authorization Code is intended to use against other tenant, thus rejected.",
+            None,
+        );
     }
     if p.get("redirect_uri") != Some(code.redirect_uri.as_str()) {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 50011, &format!("The redirect URI '{}' specified in the request does not match the redirect URI the authorization code was issued to.", p.get("redirect_uri").unwrap_or_default()), None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50011,
+            &format!(
+                "The redirect URI '{}' specified in the request does not match the redirect URI the authorization code was issued to.",
+                p.get("redirect_uri").unwrap_or_default()
+            ),
+            None,
+        );
     }
     if let Some((challenge, method)) = &code.challenge {
         let ok = p
             .get("code_verifier")
             .is_some_and(|v| crate::wire::pkce_matches(challenge, method, v));
         if !ok {
-            return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.", None);
+            return token_error(
+                app,
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                None,
+            );
         }
     }
     let requested = match p.get("scope") {
@@ -793,10 +1085,24 @@ async fn redeem_code(app: &App, client: &Client, tenant_id: Option<&str>, p: &Pa
         None => code.scopes.clone(),
     };
     let Ok((audience, token_scopes)) = one_resource(&requested, p.get("scope").is_some()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_scope", 700022, "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            700022,
+            "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.",
+            None,
+        );
     };
     let Some(user) = app.read(|s| s.user(&code.user).cloned()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70000, "The user no longer exists.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The user no longer exists.",
+            None,
+        );
     };
     app.write(|s| {
         if let Some(c) = s.codes.get_mut(code_value) {
@@ -807,10 +1113,24 @@ async fn redeem_code(app: &App, client: &Client, tenant_id: Option<&str>, p: &Pa
         return r;
     }
     let offline = code.offline;
-    issue_tokens(app, client, &user, &audience, &token_scopes, offline, code.nonce.as_deref(), code.scopes.iter().any(|s| s == "openid"))
+    issue_tokens(
+        app,
+        client,
+        &user,
+        &audience,
+        &token_scopes,
+        offline,
+        code.nonce.as_deref(),
+        code.scopes.iter().any(|s| s == "openid"),
+    )
 }
 
-fn check_consent(app: &App, client: &Client, user: &User, token_scopes: &[String]) -> Result<(), Response> {
+fn check_consent(
+    app: &App,
+    client: &Client,
+    user: &User,
+    token_scopes: &[String],
+) -> Result<(), Response> {
     let have = app.read(|s| {
         s.tenant(&user.org)
             .map(|t| consented(s, t, &user.email, &client.client_id))
@@ -820,45 +1140,130 @@ fn check_consent(app: &App, client: &Client, user: &User, token_scopes: &[String
         .into_iter()
         .any(|s| !have.contains(&s));
     if missing {
-        return Err(token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 65001, &format!("The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.", client.client_id, client.name), Some("consent_required")));
+        return Err(token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{}' named '{}'. Send an interactive authorization request for this user and resource.",
+                client.client_id, client.name
+            ),
+            Some("consent_required"),
+        ));
     }
     Ok(())
 }
 
-async fn refresh(app: &App, client: &Client, _tenant_id: Option<&str>, p: &Params, headers: &HeaderMap) -> Response {
+async fn refresh(
+    app: &App,
+    client: &Client,
+    _tenant_id: Option<&str>,
+    p: &Params,
+    headers: &HeaderMap,
+) -> Response {
     let now = app.now();
     let Some(rt_value) = p.get("refresh_token") else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'refresh_token'.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'refresh_token'.",
+            None,
+        );
     };
-    let Some(rt) = app.read(|s| s.refresh_tokens.get(rt_value).filter(|t| t.provider == Provider::Microsoft).cloned()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.", None);
+    let Some(rt) = app.read(|s| {
+        s.refresh_tokens
+            .get(rt_value)
+            .filter(|t| t.provider == Provider::Microsoft)
+            .cloned()
+    }) else {
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+            None,
+        );
     };
     if let Some(r) = fault_gate(app, "ms.token", Some(&rt.user), headers).await {
         return r;
     }
     app.count("ms.token.refresh_token", Some(&rt.user));
     if rt.client_id != client.client_id {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70000, "Provided grant is invalid or malformed. The refresh token was issued to a different client.", Some("client_mismatch"));
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "Provided grant is invalid or malformed. The refresh token was issued to a different client.",
+            Some("client_mismatch"),
+        );
     }
     let Some(user) = app.read(|s| s.user(&rt.user).cloned()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70000, "The user no longer exists.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The user no longer exists.",
+            None,
+        );
     };
     if rt.revoked {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+            None,
+        );
     }
     if rt.generation < user.token_generation {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 50173, &format!("The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{}' and the TokensValidFrom date (before which tokens are not valid) for this user is '{}'.", crate::wire::ms_timestamp(rt.issued_at), crate::wire::ms_timestamp(user.tokens_valid_from)), None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50173,
+            &format!(
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{}' and the TokensValidFrom date (before which tokens are not valid) for this user is '{}'.",
+                crate::wire::ms_timestamp(rt.issued_at),
+                crate::wire::ms_timestamp(user.tokens_valid_from)
+            ),
+            None,
+        );
     }
     let idle = app.read(|s| s.settings.ms_refresh_idle_secs);
     if now - rt.last_used_at > idle {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_grant", 700082, &format!("The refresh token has expired due to inactivity. The token was issued on {} and was inactive for {}.00:00:00.", crate::wire::ms_timestamp(rt.issued_at), idle / 86_400), None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            700082,
+            &format!(
+                "The refresh token has expired due to inactivity. The token was issued on {} and was inactive for {}.00:00:00.",
+                crate::wire::ms_timestamp(rt.issued_at),
+                idle / 86_400
+            ),
+            None,
+        );
     }
     let requested = match p.get("scope") {
         Some(s) => requested_scopes(client, s),
         None => rt.scopes.clone(),
     };
     let Ok((audience, token_scopes)) = one_resource(&requested, p.get("scope").is_some()) else {
-        return token_error(app, StatusCode::BAD_REQUEST, "invalid_scope", 700022, "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.", None);
+        return token_error(
+            app,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            700022,
+            "The provided value for the input parameter scope is not valid because it contains more than one resource. Scope can only contain scopes from one resource.",
+            None,
+        );
     };
     if let Err(r) = check_consent(app, client, &user, &token_scopes) {
         return r;
@@ -869,11 +1274,29 @@ async fn refresh(app: &App, client: &Client, _tenant_id: Option<&str>, p: &Param
         }
     });
     let openid = token_scopes.iter().any(|s| s == "openid");
-    issue_tokens(app, client, &user, &audience, &token_scopes, true, None, openid)
+    issue_tokens(
+        app,
+        client,
+        &user,
+        &audience,
+        &token_scopes,
+        true,
+        None,
+        openid,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn issue_tokens(app: &App, client: &Client, user: &User, audience: &str, token_scopes: &[String], offline: bool, nonce: Option<&str>, openid: bool) -> Response {
+fn issue_tokens(
+    app: &App,
+    client: &Client,
+    user: &User,
+    audience: &str,
+    token_scopes: &[String],
+    offline: bool,
+    nonce: Option<&str>,
+    openid: bool,
+) -> Response {
     let now = app.now();
     let lifetime = app.read(|s| s.settings.ms_access_token_lifetime_secs);
     let access = format!("EwB{}", random_token(64));
@@ -925,7 +1348,13 @@ fn issue_tokens(app: &App, client: &Client, user: &User, audience: &str, token_s
     json_response(StatusCode::OK, body)
 }
 
-fn id_token(client: &Client, user: &User, scopes: &[String], nonce: Option<&str>, now: i64) -> String {
+fn id_token(
+    client: &Client,
+    user: &User,
+    scopes: &[String],
+    nonce: Option<&str>,
+    now: i64,
+) -> String {
     let mut c = json!({
         "aud": client.client_id,
         "iss": format!("https://login.microsoftonline.com/{}/v2.0", user.org),

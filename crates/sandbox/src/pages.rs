@@ -89,7 +89,13 @@ fn html(status: StatusCode, r: askama::Result<String>) -> Response {
 }
 
 /// The account picker.
-pub fn picker(p: Provider, app_name: &str, action: &str, cancel_action: &str, users: &[PickUser]) -> Response {
+pub fn picker(
+    p: Provider,
+    app_name: &str,
+    action: &str,
+    cancel_action: &str,
+    users: &[PickUser],
+) -> Response {
     let (b, c) = brand(p);
     let heading = match p {
         Provider::Microsoft => "Pick an account",
@@ -182,7 +188,14 @@ pub fn consent(v: ConsentView<'_>) -> Response {
 }
 
 /// An error shown on the provider's page (no redirect back), with an optional button that leaves.
-pub fn error(p: Provider, status: StatusCode, title: &str, message: &str, code: &str, back: Option<(&str, &str)>) -> Response {
+pub fn error(
+    p: Provider,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    code: &str,
+    back: Option<(&str, &str)>,
+) -> Response {
     let (b, c) = brand(p);
     html(
         status,

@@ -352,9 +352,24 @@ impl Scenario {
                     policy: TenantPolicy::default(),
                     admin_consents: BTreeMap::new(),
                     users: vec![
-                        user("adele@acme.example", "Adele Vance", Some("Recruiter"), false),
-                        user("ben@acme.example", "Ben Walters", Some("Recruiting Coordinator"), false),
-                        user("it@acme.example", "Irene Torres", Some("IT Administrator"), true),
+                        user(
+                            "adele@acme.example",
+                            "Adele Vance",
+                            Some("Recruiter"),
+                            false,
+                        ),
+                        user(
+                            "ben@acme.example",
+                            "Ben Walters",
+                            Some("Recruiting Coordinator"),
+                            false,
+                        ),
+                        user(
+                            "it@acme.example",
+                            "Irene Torres",
+                            Some("IT Administrator"),
+                            true,
+                        ),
                     ],
                 },
                 TenantSpec {
@@ -367,8 +382,18 @@ impl Scenario {
                     },
                     admin_consents: BTreeMap::new(),
                     users: vec![
-                        user("peter@initech.example", "Peter Gibbons", Some("Recruiter"), false),
-                        user("bill@initech.example", "Bill Lumbergh", Some("Administrator"), true),
+                        user(
+                            "peter@initech.example",
+                            "Peter Gibbons",
+                            Some("Recruiter"),
+                            false,
+                        ),
+                        user(
+                            "bill@initech.example",
+                            "Bill Lumbergh",
+                            Some("Administrator"),
+                            true,
+                        ),
                     ],
                 },
             ],
@@ -377,8 +402,18 @@ impl Scenario {
                 name: Some("Globex".into()),
                 policy: DomainPolicy::default(),
                 users: vec![
-                    user("hank@globex.example", "Hank Scorpio", Some("Head of Talent"), true),
-                    user("mindy@globex.example", "Mindy Simmons", Some("Recruiter"), false),
+                    user(
+                        "hank@globex.example",
+                        "Hank Scorpio",
+                        Some("Head of Talent"),
+                        true,
+                    ),
+                    user(
+                        "mindy@globex.example",
+                        "Mindy Simmons",
+                        Some("Recruiter"),
+                        false,
+                    ),
                 ],
             }],
             clients: vec![

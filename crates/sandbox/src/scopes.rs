@@ -77,7 +77,9 @@ pub fn describe(scope: &str) -> String {
         .unwrap_or(scope);
     let text = match s {
         "openid" => "Sign you in",
-        "profile" | "userinfo.profile" => "See your personal info, including any personal info you've made publicly available",
+        "profile" | "userinfo.profile" => {
+            "See your personal info, including any personal info you've made publicly available"
+        }
         "email" | "userinfo.email" => "See your primary email address",
         "offline_access" => "Maintain access to data you have given it access to",
         "User.Read" => "Sign you in and read your profile",
@@ -87,19 +89,31 @@ pub fn describe(scope: &str) -> String {
         "Calendars.Read" => "Read your calendars",
         "Calendars.ReadWrite" => "Have full access to your calendars",
         ".default" => "All permissions configured for the app",
-        "https://mail.google.com/" => "Read, compose, send, and permanently delete all your email from Gmail",
+        "https://mail.google.com/" => {
+            "Read, compose, send, and permanently delete all your email from Gmail"
+        }
         "gmail.readonly" => "View your email messages and settings",
         "gmail.send" => "Send email on your behalf",
         "gmail.modify" => "Read, compose, and send emails from your Gmail account",
         "gmail.compose" => "Manage drafts and send emails",
-        "gmail.metadata" => "View your email message metadata such as labels and headers, but not the email body",
-        "calendar" => "See, edit, share, and permanently delete all the calendars you can access using Google Calendar",
-        "calendar.readonly" => "See and download any calendar you can access using your Google Calendar",
+        "gmail.metadata" => {
+            "View your email message metadata such as labels and headers, but not the email body"
+        }
+        "calendar" => {
+            "See, edit, share, and permanently delete all the calendars you can access using Google Calendar"
+        }
+        "calendar.readonly" => {
+            "See and download any calendar you can access using your Google Calendar"
+        }
         "calendar.events" => "View and edit events on all your calendars",
-        "calendar.events.owned" => "See, create, change, and delete events on Google calendars you own",
+        "calendar.events.owned" => {
+            "See, create, change, and delete events on Google calendars you own"
+        }
         "calendar.freebusy" => "View your availability in your calendars",
         "calendar.events.freebusy" => "See the availability on Google calendars you have access to",
-        "https://outlook.office.com/IMAP.AccessAsUser.All" => "Read and write access to your mailboxes via IMAP",
+        "https://outlook.office.com/IMAP.AccessAsUser.All" => {
+            "Read and write access to your mailboxes via IMAP"
+        }
         "https://outlook.office.com/SMTP.Send" => "Send emails from mailboxes using SMTP AUTH",
         _ => return format!("Access: {scope}"),
     };
@@ -163,19 +177,32 @@ mod tests {
     #[test]
     fn discovery_scopes_are_loaded() {
         let s = google_method_scopes("gmail.users.getProfile");
-        assert!(s.iter().any(|x| x == "https://www.googleapis.com/auth/gmail.readonly"));
+        assert!(
+            s.iter()
+                .any(|x| x == "https://www.googleapis.com/auth/gmail.readonly")
+        );
         assert!(!s.iter().any(|x| x.contains("calendar")));
-        assert!(google_method_scopes("calendar.freebusy.query")
-            .iter()
-            .any(|x| x.ends_with("calendar.freebusy")));
-        assert!(google_known("https://www.googleapis.com/auth/calendar.events"));
+        assert!(
+            google_method_scopes("calendar.freebusy.query")
+                .iter()
+                .any(|x| x.ends_with("calendar.freebusy"))
+        );
+        assert!(google_known(
+            "https://www.googleapis.com/auth/calendar.events"
+        ));
         assert!(!google_known("https://www.googleapis.com/auth/made.up"));
     }
 
     #[test]
     fn microsoft_scopes_normalize_to_short_graph_names() {
-        assert_eq!(ms_normalize("https://graph.microsoft.com/Mail.Read"), "Mail.Read");
-        assert_eq!(ms_resource("Mail.Read"), Some("https://graph.microsoft.com"));
+        assert_eq!(
+            ms_normalize("https://graph.microsoft.com/Mail.Read"),
+            "Mail.Read"
+        );
+        assert_eq!(
+            ms_resource("Mail.Read"),
+            Some("https://graph.microsoft.com")
+        );
         assert_eq!(
             ms_resource("https://outlook.office.com/IMAP.AccessAsUser.All"),
             Some("https://outlook.office.com")

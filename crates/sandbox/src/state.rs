@@ -240,10 +240,9 @@ impl State {
                 .domains
                 .first()
                 .ok_or_else(|| format!("tenant {} has no domain", t.name))?;
-            let id = t
-                .id
-                .clone()
-                .unwrap_or_else(|| stable_guid(&format!("tenant:{first}")));
+            let id =
+                t.id.clone()
+                    .unwrap_or_else(|| stable_guid(&format!("tenant:{first}")));
             st.tenants.push(Tenant {
                 id: id.clone(),
                 name: t.name.clone(),
@@ -273,7 +272,12 @@ impl State {
     }
 
     /// Adds a user to a tenant (GUID) or domain.
-    pub fn add_user(&mut self, provider: Provider, org: &str, u: &UserSpec) -> Result<User, String> {
+    pub fn add_user(
+        &mut self,
+        provider: Provider,
+        org: &str,
+        u: &UserSpec,
+    ) -> Result<User, String> {
         let email = u.email.trim().to_ascii_lowercase();
         if !email.contains('@') {
             return Err(format!("not an email address: {email}"));
@@ -339,7 +343,7 @@ impl State {
         let key = key.to_ascii_lowercase();
         self.tenants
             .iter()
-            .find(|t| t.id == key || t.domains.iter().any(|d| *d == key))
+            .find(|t| t.id == key || t.domains.contains(&key))
     }
 
     /// Mutable [`State::tenant`].
@@ -347,7 +351,7 @@ impl State {
         let key = key.to_ascii_lowercase();
         self.tenants
             .iter_mut()
-            .find(|t| t.id == key || t.domains.iter().any(|d| *d == key))
+            .find(|t| t.id == key || t.domains.contains(&key))
     }
 
     /// A Google domain.
@@ -381,7 +385,13 @@ impl State {
     }
 
     /// The grant of a user to a client, created empty when missing.
-    pub fn grant_for_mut(&mut self, provider: Provider, user: &str, client_id: &str, now: i64) -> &mut Grant {
+    pub fn grant_for_mut(
+        &mut self,
+        provider: Provider,
+        user: &str,
+        client_id: &str,
+        now: i64,
+    ) -> &mut Grant {
         let id = match self.grant_for(user, client_id) {
             Some(g) => g.id.clone(),
             None => {
@@ -401,7 +411,9 @@ impl State {
                 id
             }
         };
-        self.grants.get_mut(&id).expect("grant just found or inserted")
+        self.grants
+            .get_mut(&id)
+            .expect("grant just found or inserted")
     }
 
     /// Removes the grant of a user to a client and, for Google, revokes every token of it.
@@ -429,7 +441,8 @@ impl State {
     /// Drops expired codes and access tokens long past expiry, so the state file stays small.
     pub fn prune(&mut self, now: i64) {
         self.codes.retain(|_, c| c.expires_at + 3600 > now);
-        self.access_tokens.retain(|_, t| t.expires_at + 86_400 > now);
+        self.access_tokens
+            .retain(|_, t| t.expires_at + 86_400 > now);
     }
 }
 

@@ -97,7 +97,9 @@ impl Params {
 /// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1: urlencoded id and secret).
 pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
     let raw = String::from_utf8(STANDARD.decode(b64.trim()).ok()?).ok()?;
     let (id, secret) = raw.split_once(':')?;
     let dec = |s: &str| {
@@ -183,7 +185,13 @@ pub fn ms_identity_error(
 }
 
 /// A Graph error body (PROVIDERS.md §2.2), echoing `client-request-id`.
-pub fn graph_error(status: StatusCode, code: &str, message: &str, headers: &HeaderMap, now: i64) -> Response {
+pub fn graph_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    headers: &HeaderMap,
+    now: i64,
+) -> Response {
     let client_request_id = headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())

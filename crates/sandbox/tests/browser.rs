@@ -19,9 +19,19 @@ struct App {
 
 async fn register(t: &Ctx, provider: &str) -> App {
     let redirect = t.url(&format!("/cb/{provider}"));
-    let (st, c) = t.control(Method::POST, "/_sandbox/clients", Some(json!({"provider": provider, "name": "hirewire", "redirect_uris": [redirect]}))).await;
+    let (st, c) = t
+        .control(
+            Method::POST,
+            "/_sandbox/clients",
+            Some(json!({"provider": provider, "name": "hirewire", "redirect_uris": [redirect]})),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{c}");
-    App { client_id: s(&c["client_id"]).into(), secret: s(&c["client_secret"]).into(), redirect }
+    App {
+        client_id: s(&c["client_id"]).into(),
+        secret: s(&c["client_secret"]).into(),
+        redirect,
+    }
 }
 
 fn enc(v: &str) -> String {
@@ -40,7 +50,12 @@ async fn click(b: &Client, css: &str) {
 }
 
 async fn text(b: &Client) -> String {
-    b.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits until the browser is back at the app's redirect URI and returns its query.
@@ -49,7 +64,10 @@ async fn landed(b: &Client, redirect: &str) -> HashMap<String, String> {
     loop {
         let u = b.current_url().await.unwrap();
         if u.as_str().starts_with(redirect) {
-            return u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            return u
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
         }
         assert!(Instant::now() < deadline, "still at {u}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -63,7 +81,10 @@ async fn wait_text(b: &Client, needle: &str) -> String {
         if t.contains(needle) {
             return t;
         }
-        assert!(Instant::now() < deadline, "page never showed {needle:?}: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "page never showed {needle:?}: {t}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -83,7 +104,19 @@ fn google_url(t: &Ctx, app: &App, scope: &str) -> String {
 }
 
 async fn redeem(t: &Ctx, path: &str, app: &App, code: &str) -> Value {
-    let r = t.post_form(path, &[("client_id", &app.client_id), ("client_secret", &app.secret), ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", &app.redirect), ("code_verifier", VERIFIER)]).await;
+    let r = t
+        .post_form(
+            path,
+            &[
+                ("client_id", &app.client_id),
+                ("client_secret", &app.secret),
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &app.redirect),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
 }
@@ -98,12 +131,18 @@ async fn a_person_consents_and_cancels_on_the_microsoft_pages() {
     wait_text(&b, "Pick an account").await;
     click(&b, "button[data-email='adele@acme.example']").await;
     let consent = wait_text(&b, "Permissions requested").await;
-    assert!(consent.contains("Read and write access to your mail"), "{consent}");
+    assert!(
+        consent.contains("Read and write access to your mail"),
+        "{consent}"
+    );
     click(&b, "#accept").await;
     let q = landed(&b, &app.redirect).await;
     assert_eq!(q["state"], "st-1");
     let tokens = redeem(&t, "/organizations/oauth2/v2.0/token", &app, &q["code"]).await;
-    assert_eq!(tokens["scope"], "Calendars.ReadWrite Mail.ReadWrite Mail.Send User.Read profile openid email");
+    assert_eq!(
+        tokens["scope"],
+        "Calendars.ReadWrite Mail.ReadWrite Mail.Send User.Read profile openid email"
+    );
 
     b.goto(&ms_url(&t, &app, "acme.example")).await.unwrap();
     click(&b, "button[data-email='ben@acme.example']").await;
@@ -133,23 +172,42 @@ async fn a_person_grants_google_calendar_but_not_gmail() {
     let t = start().await;
     let app = register(&t, "google").await;
     let b = hirewire_testkit::browser().await;
-    b.goto(&google_url(&t, &app, &format!("openid email {GMAIL_READ} {CAL_READ}"))).await.unwrap();
+    b.goto(&google_url(
+        &t,
+        &app,
+        &format!("openid email {GMAIL_READ} {CAL_READ}"),
+    ))
+    .await
+    .unwrap();
     wait_text(&b, "Choose an account").await;
     click(&b, "button[data-email='hank@globex.example']").await;
     let consent = wait_text(&b, "Select what").await;
-    assert!(consent.contains("View your email messages and settings"), "{consent}");
+    assert!(
+        consent.contains("View your email messages and settings"),
+        "{consent}"
+    );
     click(&b, &format!("input[data-scope='{CAL_READ}']")).await;
     click(&b, "#accept").await;
     let q = landed(&b, &app.redirect).await;
-    assert!(q["scope"].contains("calendar.readonly") && !q["scope"].contains("gmail"), "{q:?}");
+    assert!(
+        q["scope"].contains("calendar.readonly") && !q["scope"].contains("gmail"),
+        "{q:?}"
+    );
     let tokens = redeem(&t, "/token", &app, &q["code"]).await;
     assert!(!s(&tokens["scope"]).contains("gmail"));
-    let (st, _, err) = t.api(s(&tokens["access_token"]), "/gmail/v1/users/me/profile").await;
+    let (st, _, err) = t
+        .api(s(&tokens["access_token"]), "/gmail/v1/users/me/profile")
+        .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    assert_eq!(err["error"]["errors"][0]["reason"], "insufficientPermissions");
+    assert_eq!(
+        err["error"]["errors"][0]["reason"],
+        "insufficientPermissions"
+    );
 
     // Cancel on the Google page.
-    b.goto(&google_url(&t, &app, &format!("{GMAIL_READ} {CAL_READ}"))).await.unwrap();
+    b.goto(&google_url(&t, &app, &format!("{GMAIL_READ} {CAL_READ}")))
+        .await
+        .unwrap();
     click(&b, "button[data-email='mindy@globex.example']").await;
     wait_text(&b, "Select what").await;
     click(&b, "#cancel").await;

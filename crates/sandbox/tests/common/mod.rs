@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hirewire_sandbox::{
-    DEFAULT_GOOGLE_CLIENT_ID, DEFAULT_GOOGLE_CLIENT_SECRET, DEFAULT_MS_CLIENT_ID, DEFAULT_MS_CLIENT_SECRET,
-    ManualClock, Sandbox, SandboxConfig, SandboxHandle,
+    DEFAULT_GOOGLE_CLIENT_ID, DEFAULT_GOOGLE_CLIENT_SECRET, DEFAULT_MS_CLIENT_ID,
+    DEFAULT_MS_CLIENT_SECRET, ManualClock, Sandbox, SandboxConfig, SandboxHandle,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -19,7 +19,8 @@ pub const MS_REDIRECT: &str = "http://localhost:8080/oauth/microsoft/callback";
 pub const GOOGLE_REDIRECT: &str = "http://localhost:8080/oauth/google/callback";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-pub const MS_SCOPES: &str = "openid profile email offline_access User.Read Mail.ReadWrite Mail.Send Calendars.ReadWrite";
+pub const MS_SCOPES: &str =
+    "openid profile email offline_access User.Read Mail.ReadWrite Mail.Send Calendars.ReadWrite";
 pub const GMAIL_READ: &str = "https://www.googleapis.com/auth/gmail.readonly";
 pub const CAL_EVENTS: &str = "https://www.googleapis.com/auth/calendar.events";
 pub const CAL_READ: &str = "https://www.googleapis.com/auth/calendar.readonly";
@@ -48,7 +49,12 @@ pub async fn start_with(mut cfg: SandboxConfig) -> Ctx {
     cfg.clock = clock.clone();
     let sb = Sandbox::start(cfg).await.expect("sandbox starts");
     let base = sb.base_url();
-    Ctx { sb, clock, http: http(), base }
+    Ctx {
+        sb,
+        clock,
+        http: http(),
+        base,
+    }
 }
 
 /// The `/_sandbox/ui/{id}/...` form target in a page.
@@ -114,15 +120,30 @@ impl Ctx {
     }
 
     pub async fn get_page(&self, path_and_query: &str) -> (StatusCode, String) {
-        let r = self.http.get(self.url(path_and_query)).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .unwrap();
         (r.status(), r.text().await.unwrap())
     }
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http.post(self.url(path)).form(form).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
-    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut rq = self.http.request(method, self.url(path));
         if let Some(b) = body {
             rq = rq.json(&b);
@@ -154,21 +175,38 @@ impl Ctx {
         let (status, html) = self.get_page(authorize_path).await;
         assert_eq!(status, StatusCode::OK, "{html}");
         assert!(html.contains(user), "picker lists {user}: {html}");
-        let r = self.post_form(&form_action(&html, "account"), &[("user", user)]).await;
+        let r = self
+            .post_form(&form_action(&html, "account"), &[("user", user)])
+            .await;
         outcome(r).await
     }
 
     /// Answers a consent page.
-    pub async fn answer(&self, consent_html: &str, decision: &str, extra: &[(&str, &str)]) -> Outcome {
+    pub async fn answer(
+        &self,
+        consent_html: &str,
+        decision: &str,
+        extra: &[(&str, &str)],
+    ) -> Outcome {
         let mut form: Vec<(&str, &str)> = vec![("decision", decision)];
         form.extend_from_slice(extra);
-        let r = self.post_form(&form_action(consent_html, "consent"), &form).await;
+        let r = self
+            .post_form(&form_action(consent_html, "consent"), &form)
+            .await;
         outcome(r).await
     }
 
     /// Microsoft: sign in as `user`, accept consent if asked, return the redirect query.
-    pub async fn ms_sign_in(&self, tenant: &str, user: &str, scope: &str) -> HashMap<String, String> {
-        match self.pick(&self.ms_authorize_url(tenant, scope, &[]), user).await {
+    pub async fn ms_sign_in(
+        &self,
+        tenant: &str,
+        user: &str,
+        scope: &str,
+    ) -> HashMap<String, String> {
+        match self
+            .pick(&self.ms_authorize_url(tenant, scope, &[]), user)
+            .await
+        {
             Outcome::Redirect(q) => q,
             Outcome::Page(_, html) => {
                 assert!(html.contains("Permissions requested"), "{html}");
@@ -178,9 +216,14 @@ impl Ctx {
     }
 
     pub async fn ms_token(&self, tenant: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
-        let mut f: Vec<(&str, &str)> = vec![("client_id", DEFAULT_MS_CLIENT_ID), ("client_secret", DEFAULT_MS_CLIENT_SECRET)];
+        let mut f: Vec<(&str, &str)> = vec![
+            ("client_id", DEFAULT_MS_CLIENT_ID),
+            ("client_secret", DEFAULT_MS_CLIENT_SECRET),
+        ];
         f.extend_from_slice(form);
-        let r = self.post_form(&format!("/{tenant}/oauth2/v2.0/token"), &f).await;
+        let r = self
+            .post_form(&format!("/{tenant}/oauth2/v2.0/token"), &f)
+            .await;
         let s = r.status();
         (s, r.json().await.unwrap())
     }
@@ -188,7 +231,12 @@ impl Ctx {
     pub async fn ms_redeem(&self, code: &str) -> (StatusCode, Value) {
         self.ms_token(
             "organizations",
-            &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", MS_REDIRECT), ("code_verifier", VERIFIER)],
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", MS_REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
         )
         .await
     }
@@ -202,7 +250,14 @@ impl Ctx {
     }
 
     pub async fn ms_refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
-        self.ms_token("organizations", &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+        self.ms_token(
+            "organizations",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
     }
 
     pub fn google_auth_url(&self, scope: &str, extra: &[(&str, &str)]) -> String {
@@ -221,7 +276,13 @@ impl Ctx {
     }
 
     /// Google: sign in as `user`; on a consent page tick `ticked` (all when `None`) and continue.
-    pub async fn google_sign_in(&self, user: &str, scope: &str, extra: &[(&str, &str)], ticked: Option<&[&str]>) -> HashMap<String, String> {
+    pub async fn google_sign_in(
+        &self,
+        user: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+        ticked: Option<&[&str]>,
+    ) -> HashMap<String, String> {
         match self.pick(&self.google_auth_url(scope, extra), user).await {
             Outcome::Redirect(q) => q,
             Outcome::Page(_, html) => {
@@ -236,7 +297,10 @@ impl Ctx {
     }
 
     pub async fn google_token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
-        let mut f: Vec<(&str, &str)> = vec![("client_id", DEFAULT_GOOGLE_CLIENT_ID), ("client_secret", DEFAULT_GOOGLE_CLIENT_SECRET)];
+        let mut f: Vec<(&str, &str)> = vec![
+            ("client_id", DEFAULT_GOOGLE_CLIENT_ID),
+            ("client_secret", DEFAULT_GOOGLE_CLIENT_SECRET),
+        ];
         f.extend_from_slice(form);
         let r = self.post_form("/token", &f).await;
         let s = r.status();
@@ -244,23 +308,50 @@ impl Ctx {
     }
 
     pub async fn google_redeem(&self, code: &str) -> (StatusCode, Value) {
-        self.google_token(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", GOOGLE_REDIRECT), ("code_verifier", VERIFIER)]).await
+        self.google_token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", GOOGLE_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .await
     }
 
     /// Google: a full offline sign-in granting every scope; returns the token response.
     pub async fn google_tokens(&self, user: &str, scope: &str) -> Value {
-        let q = self.google_sign_in(user, scope, &[("access_type", "offline"), ("prompt", "consent")], None).await;
+        let q = self
+            .google_sign_in(
+                user,
+                scope,
+                &[("access_type", "offline"), ("prompt", "consent")],
+                None,
+            )
+            .await;
         let (s, body) = self.google_redeem(&q["code"]).await;
         assert_eq!(s, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn google_refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
-        self.google_token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+        self.google_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
     }
 
-    pub async fn api(&self, token: &str, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+    pub async fn api(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         let s = r.status();
         let h = r.headers().clone();
         (s, h, r.json().await.unwrap_or(Value::Null))
@@ -268,5 +359,6 @@ impl Ctx {
 }
 
 pub fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
 }

@@ -7,8 +7,12 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 fn load(rel: &str) -> Value {
-    let path = format!("{}/../../fixtures/schemas/{rel}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    let path = format!(
+        "{}/../../fixtures/schemas/{rel}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap()
 }
 
 pub fn gmail() -> &'static Value {
@@ -52,7 +56,14 @@ fn walk_google(doc: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Str
         _ => true,
     };
     if !ok {
-        errs.push(format!("{path}: schema says {ty}{}, sandbox sent {v}", if format.is_empty() { String::new() } else { format!(" ({format})") }));
+        errs.push(format!(
+            "{path}: schema says {ty}{}, sandbox sent {v}",
+            if format.is_empty() {
+                String::new()
+            } else {
+                format!(" ({format})")
+            }
+        ));
         return;
     }
     match v {
@@ -79,7 +90,14 @@ fn walk_google(doc: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Str
 }
 
 /// OData annotations a Graph payload may carry at any level.
-const ANNOTATIONS: &[&str] = &["@odata.context", "@odata.nextLink", "@odata.deltaLink", "@odata.etag", "@odata.type", "@odata.id"];
+const ANNOTATIONS: &[&str] = &[
+    "@odata.context",
+    "@odata.nextLink",
+    "@odata.deltaLink",
+    "@odata.etag",
+    "@odata.type",
+    "@odata.id",
+];
 
 /// Every top-level property of `value` is a wire property of Graph type `ty`.
 pub fn check_graph(ty: &str, value: &Value) -> Vec<String> {
@@ -103,5 +121,12 @@ fn the_checkers_reject_wrong_fields_and_types() {
     let bad = serde_json::json!({"emailAddress": "a@b", "historyId": 5, "nope": 1});
     let errs = check_google(gmail(), "Profile", &bad);
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert_eq!(check_graph("user", &serde_json::json!({"displayName": "x", "displayname": "y"})).len(), 1);
+    assert_eq!(
+        check_graph(
+            "user",
+            &serde_json::json!({"displayName": "x", "displayname": "y"})
+        )
+        .len(),
+        1
+    );
 }

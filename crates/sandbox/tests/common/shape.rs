@@ -27,14 +27,22 @@ fn walk(f: &Value, a: &Value, path: &str, extra_ok: &[&str], errs: &mut Vec<Stri
         (Value::Null, _) => {}
         (Value::Object(fm), Value::Object(am)) => {
             for (k, fv) in fm {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match am.get(k) {
                     Some(av) => walk(fv, av, &p, extra_ok, errs),
                     None => errs.push(format!("missing {p}")),
                 }
             }
             for k in am.keys() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 if !fm.contains_key(k) && !extra_ok.contains(&p.as_str()) {
                     errs.push(format!("unexpected {p}"));
                 }
@@ -49,14 +57,39 @@ fn walk(f: &Value, a: &Value, path: &str, extra_ok: &[&str], errs: &mut Vec<Stri
             }
         }
         _ if kind(f) == kind(a) => {}
-        _ => errs.push(format!("{path}: fixture has {}, sandbox sent {}", kind(f), kind(a))),
+        _ => errs.push(format!(
+            "{path}: fixture has {}, sandbox sent {}",
+            kind(f),
+            kind(a)
+        )),
     }
 }
 
 #[test]
 fn shapes_catch_missing_extra_and_mistyped_fields() {
     let f = serde_json::json!({"a": 1, "b": {"c": "x"}, "n": null, "l": [{"x": 1}]});
-    assert!(diff(&f, &serde_json::json!({"a": 2, "b": {"c": "y"}, "n": "v", "l": [{"x": 3}]}), &[]).is_empty());
-    assert_eq!(diff(&f, &serde_json::json!({"a": "2", "b": {"c": "y"}, "n": null, "l": []}), &[]), vec!["a: fixture has number, sandbox sent string"]);
-    assert_eq!(diff(&f, &serde_json::json!({"a": 2, "b": {}, "n": null, "l": [], "z": 1}), &[]), vec!["missing b.c", "unexpected z"]);
+    assert!(
+        diff(
+            &f,
+            &serde_json::json!({"a": 2, "b": {"c": "y"}, "n": "v", "l": [{"x": 3}]}),
+            &[]
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        diff(
+            &f,
+            &serde_json::json!({"a": "2", "b": {"c": "y"}, "n": null, "l": []}),
+            &[]
+        ),
+        vec!["a: fixture has number, sandbox sent string"]
+    );
+    assert_eq!(
+        diff(
+            &f,
+            &serde_json::json!({"a": 2, "b": {}, "n": null, "l": [], "z": 1}),
+            &[]
+        ),
+        vec!["missing b.c", "unexpected z"]
+    );
 }
