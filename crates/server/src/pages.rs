@@ -248,10 +248,13 @@ async fn sign_in(
             false
         }
     };
-    let Some(user) = user.filter(|_| ok) else {
+    let Some(user) = user.as_ref().filter(|_| ok).cloned() else {
+        // A failure on a real account goes to its organization's log, where
+        // its admins can see it; the page says the same thing either way.
+        let org = user.as_ref().map(|u| u.org_id);
         audit_sign_in(
             &state,
-            None,
+            org,
             None,
             "auth.sign_in_failed",
             key.as_str(),

@@ -8,7 +8,14 @@ use serde_json::{Value, json};
 /// An org with one recruiter and their API client.
 async fn recruiter_api(app: &TestApp, org_name: &str) -> hirewire_server::testing::Api {
     let org = app.org(org_name, &["acme.example"]).await;
-    let user = app.user(org, &format!("rita@{}.example", org_name.to_lowercase().replace(' ', "")), RECRUITER, "pw-recruiter-1").await;
+    let user = app
+        .user(
+            org,
+            &format!("rita@{}.example", org_name.to_lowercase().replace(' ', "")),
+            RECRUITER,
+            "pw-recruiter-1",
+        )
+        .await;
     app.api(&app.api_token(&user).await)
 }
 
@@ -220,7 +227,12 @@ both_backends! {
 async fn the_openapi_document_lists_every_api_route() {
     let db = TestDb::new(hirewire_store::Backend::Sqlite).await.unwrap();
     let app = TestApp::start(&db).await;
-    let doc: Value = reqwest::get(app.at("/api/openapi.json")).await.unwrap().json().await.unwrap();
+    let doc: Value = reqwest::get(app.at("/api/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [

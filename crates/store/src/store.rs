@@ -82,14 +82,15 @@ impl Store {
                 let options = PgConnectOptions::from_str(url)?;
                 Self::connect_postgres(options, max).await
             }
-            other => {
-                if let Some(url) = other.filter(|u| !u.trim().is_empty()) {
-                    let scheme = url.split(':').next().unwrap_or_default();
-                    tracing::warn!(
-                        scheme,
-                        "the database URL is not postgres://; using the SQLite file in the data dir"
-                    );
-                }
+            Some(url) if !url.trim().is_empty() => {
+                // Refuse rather than quietly use SQLite: someone who set a
+                // database URL expects their data to go there.
+                let scheme = url.split(':').next().unwrap_or_default();
+                Err(StoreError::Invalid(format!(
+                    "unsupported database URL scheme {scheme:?}: use postgres://…, or unset it for the embedded SQLite file"
+                )))
+            }
+            _ => {
                 std::fs::create_dir_all(&config.data_dir).map_err(|source| {
                     StoreError::DataDir {
                         path: config.data_dir.clone(),

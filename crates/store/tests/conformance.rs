@@ -536,6 +536,18 @@ async fn connect_picks_sqlite_in_the_data_dir_unless_the_url_is_postgres() {
         pg.expect("PostgreSQL must be reachable at HIREWIRE_TEST_DATABASE_URL for the store tests");
     assert_eq!(pg.backend(), Backend::Postgres);
     pg.ping().await.unwrap();
+
+    let unsupported = Store::connect(&StoreConfig {
+        database_url: Some("mysql://root@127.0.0.1/test".into()),
+        data_dir: dir.path().join("other"),
+        max_connections: 1,
+    })
+    .await;
+    assert!(
+        matches!(unsupported, Err(hirewire_store::StoreError::Invalid(ref m)) if m.contains("mysql")),
+        "a URL for another database is refused, never silently replaced by SQLite"
+    );
+    assert!(!dir.path().join("other").exists());
 }
 
 #[tokio::test]
