@@ -80,7 +80,12 @@ impl AddressNormalizer {
         let internal = options
             .internal_domains
             .iter()
-            .map(|d| d.trim().trim_start_matches('@').trim_end_matches('.').to_lowercase())
+            .map(|d| {
+                d.trim()
+                    .trim_start_matches('@')
+                    .trim_end_matches('.')
+                    .to_lowercase()
+            })
             .filter(|d| !d.is_empty())
             .collect();
         Self {

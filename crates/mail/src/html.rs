@@ -153,10 +153,6 @@ fn url_view(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn is_remote_url(v: &str) -> bool {
-    v.starts_with("http:") || v.starts_with("https:") || v.starts_with("//")
-}
-
 /// The filter shared by storage and render: drops `data:` URLs except inline
 /// images, and style attributes that try escapes, comments or script-capable CSS.
 fn storage_filter<'u>(element: &str, attribute: &str, value: &'u str) -> Option<Cow<'u, str>> {
@@ -250,7 +246,8 @@ pub fn render_html(stored: &str, show_remote_images: bool) -> RenderedHtml {
         let kept = storage_filter(element, attribute, value)?;
         if !show_remote_images && element == "img" && attribute == "src" {
             let v = url_view(&kept);
-            if is_remote_url(&v) || !(v.starts_with("data:") || v.starts_with("cid:")) {
+            // Anything that is not an inline image would be fetched: block it.
+            if !(v.starts_with("data:") || v.starts_with("cid:")) {
                 counter.fetch_add(1, Ordering::Relaxed);
                 return Some(Cow::Borrowed(IMAGE_PLACEHOLDER));
             }
