@@ -584,7 +584,14 @@ fn full_from_message(raw: &[u8], msg: &Message<'_>) -> ParsedMessage {
             };
             Some(Attachment {
                 part: id as usize,
-                filename: part.attachment_name().map(str::to_string),
+                filename: part.attachment_name().map(|n| {
+                    if n.contains('\u{FFFD}') {
+                        rfc2231_continuation_fallback(raw, &part.headers)
+                            .unwrap_or_else(|| n.to_string())
+                    } else {
+                        n.to_string()
+                    }
+                }),
                 content_type,
                 size,
                 content_id: part.content_id().map(|c| c.trim().to_string()),
@@ -610,4 +617,92 @@ fn append(dst: &mut Option<String>, s: &str) {
         }
         None => *dst = Some(s.to_string()),
     }
+}
+
+/// Works around a mail-parser 0.11 bug: in RFC 2231 continuations
+/// (`filename*0*=iso-8859-1''a%E4;filename*1*=%F6.pdf`) it decodes each section on its
+/// own, applying the charset of section 0 to section 0 only, so later sections (or a
+/// UTF-8 character split across sections) come out as U+FFFD. Called only when the
+/// name mail-parser gave contains U+FFFD: the sections are re-joined as bytes, then
+/// decoded once with the declared charset (mail-parser's decoders).
+fn rfc2231_continuation_fallback(raw: &[u8], headers: &[Header<'_>]) -> Option<String> {
+    for (header, param) in [
+        (HeaderName::ContentDisposition, "filename"),
+        (HeaderName::ContentType, "name"),
+    ] {
+        let Some(h) = headers.iter().find(|h| h.name == header) else {
+            continue;
+        };
+        let start = (h.offset_start as usize).min(raw.len());
+        let end = (h.offset_end as usize).clamp(start, raw.len());
+        let text = String::from_utf8_lossy(&raw[start..end]).replace(['\r', '\n'], "");
+        let mut charset: Option<String> = None;
+        let mut sections: Vec<(u32, Vec<u8>)> = Vec::new();
+        for item in text.split(';') {
+            let Some((key, value)) = item.split_once('=') else {
+                continue;
+            };
+            let key = key.trim().to_ascii_lowercase();
+            let Some(rest) = key.strip_prefix(param).and_then(|r| r.strip_prefix('*')) else {
+                continue;
+            };
+            let (num, encoded) = match rest.strip_suffix('*') {
+                Some(n) => (n, true),
+                None => (rest, false),
+            };
+            let Ok(num) = num.parse::<u32>() else {
+                continue;
+            };
+            let mut value = value.trim().trim_matches('"');
+            if encoded && num == 0 {
+                let mut it = value.splitn(3, '\'');
+                if let (Some(cs), Some(_lang), Some(v)) = (it.next(), it.next(), it.next()) {
+                    charset = Some(cs.to_string());
+                    value = v;
+                }
+            }
+            let bytes = if encoded {
+                percent_decode(value.as_bytes())
+            } else {
+                value.as_bytes().to_vec()
+            };
+            sections.push((num, bytes));
+        }
+        if sections.len() < 2 {
+            continue;
+        }
+        sections.sort_by_key(|(n, _)| *n);
+        let joined: Vec<u8> = sections.into_iter().flat_map(|(_, b)| b).collect();
+        let decoded = match charset
+            .as_deref()
+            .filter(|c| !is_utf8_charset(c))
+            .and_then(|c| charset_decoder(c.as_bytes()))
+        {
+            Some(decode) => decode(&joined),
+            None => String::from_utf8_lossy(&joined).into_owned(),
+        };
+        return Some(decoded);
+    }
+    None
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex),
+                s.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
 }

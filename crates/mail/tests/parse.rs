@@ -232,3 +232,41 @@ fn generated_corpus_sample_matches_expected_when_present() {
         ]
     );
 }
+
+#[test]
+fn rfc2231_continuations_and_charset_in_attachment_names() {
+    let raw = crlf(
+        "From: a@x.com\nMessage-ID: <p@x>\nContent-Type: multipart/mixed; boundary=\"B\"\n\n\
+--B\nContent-Type: text/plain\n\nsee attached\n\
+--B\nContent-Type: application/pdf\n\
+Content-Disposition: attachment;\n\tfilename*0*=iso-8859-1''Lebensl%E4uf_;\n\tfilename*1*=J%F6rg.pdf\n\
+Content-Transfer-Encoding: base64\n\nAAEC\n\
+--B\nContent-Type: image/png; name=\"=?utf-8?q?F=C3=B6to.png?=\"\nContent-ID: <img1@x>\nContent-Disposition: inline\nContent-Transfer-Encoding: base64\n\niVBORw==\n\
+--B--\n",
+    );
+    let m = parse_full(&raw);
+    assert_eq!(m.text.as_deref().map(str::trim), Some("see attached"));
+    let names: Vec<Option<&str>> = m
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_deref())
+        .collect();
+    assert_eq!(names, [Some("Lebensläuf_Jörg.pdf"), Some("Föto.png")]);
+    assert_eq!(m.attachments[0].size, 3);
+    assert_eq!(m.attachments[1].content_id.as_deref(), Some("img1@x"));
+    assert!(m.attachments[1].inline && !m.attachments[0].inline);
+    assert!(m.problems.is_empty(), "{:?}", m.problems);
+}
+
+#[test]
+fn utf8_character_split_across_rfc2231_sections() {
+    // "Müller" with the two bytes of "ü" (C3 BC) in different sections.
+    let raw = crlf(
+        "From: a@x.com\nMessage-ID: <s@x>\nContent-Type: multipart/mixed; boundary=\"B\"\n\n\
+--B\nContent-Type: text/plain\n\nx\n\
+--B\nContent-Type: application/pdf\nContent-Disposition: attachment; filename*0*=utf-8''M%C3;\n filename*1*=%BCller.pdf\n\n\
+AAAA\n--B--\n",
+    );
+    let m = parse_full(&raw);
+    assert_eq!(m.attachments[0].filename.as_deref(), Some("Müller.pdf"));
+}
