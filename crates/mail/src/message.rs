@@ -75,6 +75,15 @@ impl Mailbox {
     pub fn key(&self) -> AddressKey {
         AddressKey::of(&self.address)
     }
+
+    /// The address for display: the local part as written (it may be case-sensitive),
+    /// the domain case-folded with Unicode rules (domains never are).
+    pub fn display_address(&self) -> String {
+        match self.address.rsplit_once('@') {
+            Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
+            None => self.address.clone(),
+        }
+    }
 }
 
 /// The participants of a message, field by field, in header order.

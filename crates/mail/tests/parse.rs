@@ -270,3 +270,11 @@ AAAA\n--B--\n",
     let m = parse_full(&raw);
     assert_eq!(m.attachments[0].filename.as_deref(), Some("Müller.pdf"));
 }
+
+#[test]
+fn display_keeps_the_local_part_and_folds_the_domain_while_keys_fold_everything() {
+    let m = mb(None, "Jane.Doe@BÜCHER.Example");
+    assert_eq!(m.display_address(), "Jane.Doe@bücher.example");
+    assert_eq!(m.key().as_str(), "jane.doe@bücher.example");
+    assert_eq!(mb(None, "no-at").display_address(), "no-at");
+}
