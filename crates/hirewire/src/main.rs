@@ -56,6 +56,24 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run the provider sandbox: a local stand-in for Microsoft 365 and Google Workspace.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug)]
+struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HIREWIRE_SANDBOX_LISTEN", default_value = "127.0.0.1")]
+    listen: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "HIREWIRE_SANDBOX_PORT", default_value_t = 8081)]
+    port: u16,
+    /// Scenario file (JSON, see docs/sandbox.md); a built-in scenario when absent.
+    #[arg(long, env = "HIREWIRE_SANDBOX_SCENARIO")]
+    scenario: Option<PathBuf>,
+    /// Keep the sandbox's state (grants, tokens) here across restarts; memory only when absent.
+    #[arg(long, env = "HIREWIRE_SANDBOX_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -97,7 +115,10 @@ struct DemoArgs {
     /// Port for the web app.
     #[arg(long, env = "HIREWIRE_DEMO_PORT", default_value_t = 8080)]
     port: u16,
-    /// Where the demo keeps its database, key and accounts.
+    /// Port for the embedded provider sandbox.
+    #[arg(long, env = "HIREWIRE_DEMO_SANDBOX_PORT", default_value_t = 8081)]
+    sandbox_port: u16,
+    /// Where the demo keeps its database, key, accounts and sandbox state.
     #[arg(long, env = "HIREWIRE_DEMO_DIR", default_value = "./demo-data")]
     dir: PathBuf,
 }
@@ -232,6 +253,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sandbox(args) => {
+            hirewire_sandbox::run(hirewire_sandbox::SandboxCliArgs {
+                host: args.listen,
+                port: args.port,
+                scenario: args.scenario,
+                state_dir: args.state_dir,
+            })
+            .await
+        }
         Command::Token(TokenCommand::Create { user, name }) => {
             let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
             let token = users::create_api_token(&store, &user, &name, now).await?;
@@ -288,6 +318,13 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let public_url = Url::parse(&format!("http://{addr}/"))?;
+    let sandbox = hirewire_sandbox::Sandbox::start(hirewire_sandbox::SandboxConfig {
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.sandbox_port),
+        state_dir: Some(args.dir.join("sandbox")),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("start the provider sandbox on 127.0.0.1:{} (pass --sandbox-port to choose another)", args.sandbox_port))?;
     let creds = demo::seed(
         &store,
         &args.dir.join("credentials.txt"),
@@ -302,6 +339,7 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     );
     println!("\nhirewire demo is running at {public_url}");
+    println!("provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}", sandbox.base_url());
     println!("data: {} (delete it to start over)\n", args.dir.display());
     println!("Sign in as:");
     for c in &creds {
@@ -314,6 +352,7 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!();
     hirewire_server::serve(state, listener, shutdown_signal()).await?;
+    sandbox.shutdown().await;
     Ok(())
 }
 

@@ -1,0 +1,175 @@
+//! The `hirewire` command, run as a process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn hirewire() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hirewire"));
+    c.env_remove("DATABASE_URL").env("HIREWIRE_LOG", "warn");
+    c
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    // A tiny blocking HTTP/1.0 GET over loopback, to keep this test free of a client stack.
+    let url = url.strip_prefix("http://")?;
+    let (host, path) = url.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((url, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    Some((status, out))
+}
+
+/// Starts `hirewire demo` and returns it with the app URL it printed.
+fn start_demo(dir: &std::path::Path) -> (Running, String, Vec<String>) {
+    let mut child = hirewire()
+        .args(["demo", "--port", "0", "--sandbox-port", "0", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut lines = Vec::new();
+    let mut url = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("hirewire demo is running at ") {
+            url = Some(u.trim_end_matches('/').to_owned());
+        }
+        let done = line.trim().is_empty() && lines.iter().any(|l: &String| l.contains("password"));
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (running, url.expect("the demo prints its URL"), lines)
+}
+
+#[test]
+fn the_demo_answers_health_within_ten_seconds_and_seeds_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (demo, url, lines) = start_demo(dir.path());
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        if let Some((200, _)) = get(&format!("{url}/healthz")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no /healthz answer within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let printed: Vec<&String> = lines.iter().filter(|l| l.contains("password")).collect();
+    assert_eq!(printed.len(), 3, "one admin and two recruiters: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("provider sandbox")), "{lines:?}");
+    let key = dir.path().join("secrets.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    drop(demo);
+
+    // A restart reuses the data: same accounts, no second seeding.
+    let (_demo, _url, again) = start_demo(dir.path());
+    let again: Vec<&String> = again.iter().filter(|l| l.contains("password")).collect();
+    assert_eq!(printed, again);
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_key_unless_asked_to_generate_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hirewire().args(["serve", "--port", "0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--generate-key"), "the error says how to fix it: {err}");
+    assert!(!dir.path().join("hirewire.db").exists(), "nothing was created before the refusal");
+
+    let mut child = hirewire()
+        .args(["serve", "--port", "0", "--generate-key", "--data-dir"])
+        .arg(dir.path())
+        .env("HIREWIRE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+    let mut said_where = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said_where |= line.contains("generated a new secrets key") && line.contains("secrets.key");
+        if line.contains("hirewire is listening") {
+            break;
+        }
+    }
+    assert!(said_where, "serve says where it wrote the key");
+    assert!(dir.path().join("secrets.key").exists());
+}
+
+#[test]
+fn user_add_and_token_create_give_a_working_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |email: &str, role: &str| {
+        let mut child = hirewire()
+            .args(["user", "add", "--org", "Acme Talent", "--email", email, "--role", role, "--password-stdin", "--data-dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"a-long-password\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = add("ada@acme.example", "admin");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("created organization"));
+    let dup = add("ADA@acme.example", "recruiter");
+    assert!(!dup.status.success(), "the same email (any case) cannot be added twice");
+
+    let bad = hirewire().args(["user", "add", "--org", "Acme", "--email", "not-an-email", "--role", "admin", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--email"));
+
+    let token = hirewire().args(["token", "create", "--user", "ada@acme.example", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("hw_") && token.len() > 40);
+    let db = std::fs::read(dir.path().join("hirewire.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("hirewire.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle), "only a digest is stored");
+}
+
+#[test]
+fn an_unsupported_database_url_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hirewire().args(["migrate", "--data-dir"]).arg(dir.path()).env("DATABASE_URL", "mysql://root@127.0.0.1/test").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
+}
+
+#[test]
+fn help_lists_every_serve_flag_with_its_environment_variable() {
+    let out = hirewire().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--public-url", "--trust-proxy", "--listen", "--port", "--log-format", "--secrets-key-file", "--generate-key", "--data-dir"] {
+        assert!(help.contains(flag), "{flag} in help");
+    }
+    for var in ["HIREWIRE_PUBLIC_URL", "HIREWIRE_TRUST_PROXY", "HIREWIRE_LISTEN", "HIREWIRE_PORT", "HIREWIRE_LOG_FORMAT", "HIREWIRE_DATA_DIR"] {
+        assert!(help.contains(var), "{var} in help");
+    }
+}
