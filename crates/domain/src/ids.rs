@@ -60,6 +60,8 @@ id_type! {
     ApiTokenId,
     /// An audit log entry.
     AuditId,
+    /// A recruiter's grant of one capability (inbox or calendar) at a provider.
+    GrantId,
 }
 
 #[cfg(test)]

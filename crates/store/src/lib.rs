@@ -60,6 +60,7 @@ mod candidates;
 mod error;
 mod idempotency;
 mod inmail;
+mod integrations;
 mod jobs;
 mod model;
 mod orgs;
@@ -71,7 +72,10 @@ mod users;
 pub mod testing;
 
 pub use error::StoreError;
-pub use hirewire_domain::ids::{ApiTokenId, AuditId, CandidateId, InMailId, JobId, OrgId, UserId};
+pub use hirewire_domain::ids::{
+    ApiTokenId, AuditId, CandidateId, GrantId, InMailId, JobId, OrgId, UserId,
+};
+pub use integrations::*;
 pub use model::*;
 pub use store::{Backend, Store, StoreConfig};
 
