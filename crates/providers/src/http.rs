@@ -1,0 +1,357 @@
+//! The one HTTP client for every provider call.
+//!
+//! All provider HTTP in hirewire goes through [`HttpClient`] — the OAuth token endpoints (as the `oauth2`
+//! crate's async client), Graph, Gmail, Calendar, revoke — so that every call gets the same timeouts,
+//! `User-Agent`, retry policy and error mapping:
+//!
+//! - **Retries** ([`RetryPolicy`]): 429 and 503 are retried for every request (the provider says it did not
+//!   do the work); 500, 502, 504, timeouts and connection failures only for idempotent requests (a code
+//!   exchange is not: a code is single-use). A `Retry-After` (seconds or HTTP date) is honoured; without one
+//!   the delay is exponential (`base_delay · 2^attempt`, capped at `max_delay`) with jitter in `[d/2, d]`, so
+//!   retries never spin. A `Retry-After` longer than `max_delay` is not slept on: the call fails at once with
+//!   [`ProviderError::Throttled`] so the caller can reschedule the work instead of holding a worker.
+//! - **Errors**: after the last retry, 429 becomes [`ProviderError::Throttled`] and 5xx/timeouts
+//!   [`ProviderError::Transient`]. For API calls ([`HttpClient::get_json`]) a 401 becomes
+//!   [`ProviderError::TokenRejected`] and a 403 for a missing scope `NeedsReauthorization(MissingPermissions)`;
+//!   token-endpoint bodies (`invalid_grant`, …) are classified in [`crate::identity`].
+//! - **Sleeping** goes through a [`Sleeper`] so tests can record delays instead of waiting.
+//! - Logs carry method, host, path, status and attempt; never a query string, header or body (tokens live there).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{ProviderError, ReauthReason};
+use crate::{Provider, Secret};
+
+/// Waits between retries. The default uses `tokio::time::sleep`; tests inject one that records delays.
+pub trait Sleeper: Send + Sync + 'static {
+    /// A future that completes after `delay`.
+    fn sleep(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// [`Sleeper`] on the tokio timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    fn sleep(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep(delay))
+    }
+}
+
+/// How many times and how long to retry throttled or failed calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = never retry).
+    pub max_retries: u32,
+    /// First backoff delay when the provider gives no `Retry-After`.
+    pub base_delay: Duration,
+    /// Cap on any single wait; a longer `Retry-After` is returned as [`ProviderError::Throttled`].
+    pub max_delay: Duration,
+    /// Spread backoff delays over `[d/2, d]` so many workers do not retry in step.
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based) when there is no `Retry-After`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        if self.jitter {
+            let half = full / 2;
+            half + half.mul_f64(rand::random::<f64>())
+        } else {
+            full
+        }
+    }
+}
+
+/// Settings of the provider HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// `User-Agent` sent on every request.
+    pub user_agent: String,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            user_agent: format!("hirewire/{}", env!("CARGO_PKG_VERSION")),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The provider HTTP client (cheap to clone; clones share connections). Redirects are never followed.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    retry: RetryPolicy,
+    sleeper: Arc<dyn Sleeper>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP request as the `oauth2` crate builds it.
+pub type Request = ::http::Request<Vec<u8>>;
+/// An HTTP response with its whole body.
+pub type Response = ::http::Response<Vec<u8>>;
+
+impl HttpClient {
+    /// Builds the client. A rustls crypto provider must be installed first (the server does it at start-up).
+    pub fn new(config: HttpConfig) -> Result<Self, ProviderError> {
+        let inner = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ProviderError::Protocol(format!("building the HTTP client: {e}")))?;
+        Ok(HttpClient {
+            inner,
+            retry: config.retry,
+            sleeper: Arc::new(TokioSleeper),
+        })
+    }
+
+    /// Replaces how the client waits between retries.
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Sends `request`, retrying as the module docs say. Returns any non-retried response, including 4xx.
+    pub async fn send(
+        &self,
+        request: Request,
+        idempotent: bool,
+    ) -> Result<Response, ProviderError> {
+        let (parts, body) = request.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| ProviderError::Protocol(format!("bad request URL: {e}")))?;
+        let log_target = format!("{}{}", url.host_str().unwrap_or(""), url.path());
+        let mut attempt = 0u32;
+        loop {
+            let mut rq = reqwest::Request::new(parts.method.clone(), url.clone());
+            *rq.headers_mut() = parts.headers.clone();
+            *rq.body_mut() = Some(body.clone().into());
+            let outcome = self.inner.execute(rq).await;
+            let (retry, wait, failure) = match outcome {
+                Err(e) => {
+                    let retry =
+                        e.is_connect() || (idempotent && (e.is_timeout() || e.is_request()));
+                    let kind = if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "failed"
+                    };
+                    tracing::debug!(method = %parts.method, target = %log_target, attempt, error = %e, "provider request {kind}");
+                    (
+                        retry,
+                        None,
+                        ProviderError::Transient(format!("{} {log_target} {kind}", parts.method)),
+                    )
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    tracing::debug!(method = %parts.method, target = %log_target, attempt, status = status.as_u16(), "provider response");
+                    let retry_after = retry_after(resp.headers());
+                    let always = status == 429 || status == 503;
+                    let if_idempotent = matches!(status.as_u16(), 500 | 502 | 504);
+                    if !(always || if_idempotent) {
+                        return into_response(resp).await;
+                    }
+                    let failure = if status == 429 {
+                        ProviderError::Throttled { retry_after }
+                    } else {
+                        ProviderError::Transient(format!("{log_target} answered {status}"))
+                    };
+                    if retry_after.is_some_and(|ra| ra > self.retry.max_delay) {
+                        return Err(ProviderError::Throttled { retry_after });
+                    }
+                    (always || idempotent, retry_after, failure)
+                }
+            };
+            if !retry || attempt >= self.retry.max_retries {
+                return Err(failure);
+            }
+            let backoff = self.retry.backoff(attempt);
+            // Honour Retry-After as given, but never less than half the base delay (no spinning on `0`).
+            let delay = wait.map_or(backoff, |ra| ra.max(self.retry.base_delay / 2));
+            tracing::info!(target = %log_target, attempt, delay_ms = delay.as_millis() as u64, "retrying provider request");
+            self.sleeper.sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// A bearer-authenticated GET of a JSON API (Graph, Gmail, Calendar, tokeninfo), with API error mapping.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        provider: Provider,
+        url: &str,
+        bearer: Option<&Secret>,
+    ) -> Result<T, ProviderError> {
+        let mut b = ::http::Request::get(url).header(::http::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            b = b.header(
+                ::http::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose()),
+            );
+        }
+        let req = b
+            .body(Vec::new())
+            .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
+        let resp = self.send(req, true).await?;
+        let status = resp.status();
+        if status.is_success() {
+            return serde_json::from_slice(resp.body()).map_err(|e| {
+                ProviderError::Protocol(format!(
+                    "unexpected body from {url_path}: {e}",
+                    url_path = path_of(url)
+                ))
+            });
+        }
+        Err(api_error(provider, status.as_u16(), resp.body()))
+    }
+
+    /// A form POST (Google `/revoke`). Not retried on 5xx.
+    pub(crate) async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Response, ProviderError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish()
+            .into_bytes();
+        let req = ::http::Request::post(url)
+            .header(
+                ::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(::http::header::ACCEPT, "application/json")
+            .body(body)
+            .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
+        self.send(req, false).await
+    }
+}
+
+fn path_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default()
+}
+
+async fn into_response(resp: reqwest::Response) -> Result<Response, ProviderError> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::Transient(format!("reading the response body: {e}")))?;
+    let mut out = ::http::Response::new(body.to_vec());
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &::http::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(::http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let secs = at.as_second() - jiff::Timestamp::now().as_second();
+    Some(Duration::from_secs(secs.max(0) as u64))
+}
+
+/// Maps a non-2xx Graph / Google API response.
+pub(crate) fn api_error(provider: Provider, status: u16, body: &[u8]) -> ProviderError {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    let err = &v["error"];
+    let code = err["code"].as_str().unwrap_or("");
+    let google_reason = err["errors"][0]["reason"].as_str().unwrap_or("");
+    match status {
+        401 => ProviderError::TokenRejected,
+        403 if code == "ErrorAccessDenied"
+            || google_reason == "insufficientPermissions"
+            || err["status"] == "PERMISSION_DENIED" =>
+        {
+            ProviderError::reauth(provider, ReauthReason::MissingPermissions)
+        }
+        403 if matches!(google_reason, "userRateLimitExceeded" | "rateLimitExceeded") => {
+            ProviderError::Throttled { retry_after: None }
+        }
+        _ => ProviderError::Protocol(format!(
+            "API answered {status}: {}",
+            err["message"].as_str().unwrap_or(code)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_stays_under_the_cap_and_never_reaches_zero() {
+        let p = RetryPolicy::default();
+        for attempt in 0..20 {
+            let d = p.backoff(attempt);
+            assert!(d >= Duration::from_millis(250), "{d:?}");
+            assert!(d <= p.max_delay);
+        }
+        let fixed = RetryPolicy { jitter: false, ..p };
+        assert_eq!(fixed.backoff(0), Duration::from_millis(500));
+        assert_eq!(fixed.backoff(2), Duration::from_secs(2));
+        assert_eq!(fixed.backoff(10), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut h = ::http::HeaderMap::new();
+        h.insert(::http::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            ::http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+}
