@@ -1,0 +1,377 @@
+//! The PROVIDERS.md example bodies in `fixtures/golden/` (the same files the sandbox is held to), served by a
+//! tiny local HTTP server and read through the real client path: `oauth2` token parsing, the HTTP client and
+//! error classification. Every file in the folder must be covered here.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hirewire_providers::{
+    AppCredentials, Capability, ConfigProblem, Endpoints, HttpClient, HttpConfig, IdentityClient,
+    PkceVerifier, Provider, ProviderError, ReauthReason, RetryPolicy, Revocation, Secret, TokenSet,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const COVERED: &[&str] = &[
+    "google/api-error-insufficient-scope.json",
+    "google/api-error-not-found.json",
+    "google/api-error-unauthenticated.json",
+    "google/gmail-profile.json",
+    "google/refresh-success.json",
+    "google/revoke-error.json",
+    "google/token-error-bad-code.json",
+    "google/token-error-invalid-client.json",
+    "google/token-error-revoked.json",
+    "google/token-success.json",
+    "google/tokeninfo.json",
+    "microsoft/graph-error.json",
+    "microsoft/graph-throttled.json",
+    "microsoft/me.json",
+    "microsoft/token-error-consent-required.json",
+    "microsoft/token-success.json",
+];
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden")
+}
+
+/// Serves `fixture` with `status` to every request; returns the base URL.
+async fn serve(status: u16, fixture: &str) -> String {
+    let body = std::fs::read(golden_dir().join(fixture)).expect("fixture exists");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                // Read the request head and its body (Content-Length), then answer and close.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn client(provider: Provider, base: &str) -> IdentityClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = HttpClient::new(HttpConfig {
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    })
+    .unwrap();
+    IdentityClient::new(
+        provider,
+        Endpoints::all_at(base),
+        AppCredentials {
+            client_id: "client".into(),
+            client_secret: Secret::new("secret"),
+            tenant: None,
+        },
+        http,
+    )
+    .with_clock(Arc::new(|| "2026-11-27T09:00:00Z".parse().unwrap()))
+}
+
+fn tokens() -> TokenSet {
+    TokenSet {
+        access_token: Secret::new("at"),
+        refresh_token: Some(Secret::new("rt")),
+        expires_at: "2026-11-27T10:00:00Z".parse().unwrap(),
+        scopes: Vec::new(),
+        id_claims: None,
+    }
+}
+
+async fn exchange(
+    provider: Provider,
+    status: u16,
+    fixture: &str,
+) -> Result<TokenSet, ProviderError> {
+    let c = client(provider, &serve(status, fixture).await);
+    c.exchange_code(
+        &Secret::new("code"),
+        "http://localhost:8080/cb",
+        &PkceVerifier::generate(),
+    )
+    .await
+}
+
+async fn refresh(
+    provider: Provider,
+    status: u16,
+    fixture: &str,
+) -> Result<TokenSet, ProviderError> {
+    let c = client(provider, &serve(status, fixture).await);
+    c.refresh(&Secret::new("old-refresh")).await
+}
+
+#[test]
+fn every_golden_fixture_is_covered_by_these_tests() {
+    let mut found = BTreeSet::new();
+    for sub in ["google", "microsoft"] {
+        for e in std::fs::read_dir(golden_dir().join(sub)).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".json") {
+                found.insert(format!("{sub}/{name}"));
+            }
+        }
+    }
+    let covered: BTreeSet<String> = COVERED.iter().map(|s| s.to_string()).collect();
+    assert_eq!(found, covered, "add new fixtures to COVERED and test them");
+}
+
+#[tokio::test]
+async fn microsoft_token_success_parses_into_normalized_scopes_and_an_expiry() {
+    let t = exchange(Provider::Microsoft, 200, "microsoft/token-success.json")
+        .await
+        .unwrap();
+    assert_eq!(
+        t.scopes,
+        [
+            "Calendars.ReadWrite",
+            "Mail.ReadWrite",
+            "Mail.Send",
+            "User.Read",
+            "email",
+            "openid",
+            "profile"
+        ]
+    );
+    assert_eq!(t.expires_at.to_string(), "2026-11-27T09:59:59Z");
+    assert_eq!(t.refresh_token.unwrap().expose(), "0.AAAA…");
+    assert_eq!(t.access_token.expose(), "eyJ0eXAi…");
+    assert_eq!(
+        t.id_claims, None,
+        "the example id_token is elided, so it has no readable claims"
+    );
+}
+
+#[tokio::test]
+async fn microsoft_consent_required_error_needs_reauthorization_for_consent() {
+    let e = refresh(
+        Provider::Microsoft,
+        400,
+        "microsoft/token-error-consent-required.json",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::NeedsReauthorization {
+                reason: ReauthReason::ConsentRevoked,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn google_token_success_and_refresh_success_parse_and_refresh_keeps_the_old_refresh_token() {
+    let t = exchange(Provider::Google, 200, "google/token-success.json")
+        .await
+        .unwrap();
+    assert_eq!(
+        t.scopes,
+        [
+            "https://www.googleapis.com/auth/calendar.events",
+            "https://www.googleapis.com/auth/gmail.readonly",
+            "https://www.googleapis.com/auth/userinfo.email",
+            "openid"
+        ]
+    );
+    assert_eq!(t.refresh_token.unwrap().expose(), "1//0g…");
+    let r = refresh(Provider::Google, 200, "google/refresh-success.json")
+        .await
+        .unwrap();
+    assert_eq!(r.refresh_token.unwrap().expose(), "old-refresh");
+    assert_eq!(r.scopes, ["…"]);
+}
+
+#[tokio::test]
+async fn a_google_first_exchange_without_a_refresh_token_is_an_error() {
+    let e = exchange(Provider::Google, 200, "google/refresh-success.json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::NeedsReauthorization {
+                reason: ReauthReason::NoRefreshToken,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.user_message()
+            .contains("did not give hirewire lasting access")
+    );
+}
+
+#[tokio::test]
+async fn google_token_errors_map_to_what_the_server_must_do() {
+    let e = refresh(Provider::Google, 400, "google/token-error-revoked.json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::NeedsReauthorization {
+                reason: ReauthReason::ExpiredOrRevoked,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = exchange(Provider::Google, 400, "google/token-error-bad-code.json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::NeedsReauthorization {
+                reason: ReauthReason::CodeRejected,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = exchange(
+        Provider::Google,
+        401,
+        "google/token-error-invalid-client.json",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::Misconfigured {
+                what: ConfigProblem::ClientSecret,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn google_revoke_of_an_unknown_token_is_already_invalid() {
+    let c = client(
+        Provider::Google,
+        &serve(400, "google/revoke-error.json").await,
+    );
+    assert_eq!(
+        c.revoke(&Secret::new("x")).await.unwrap(),
+        Revocation::AlreadyInvalid
+    );
+}
+
+#[tokio::test]
+async fn profile_bodies_give_the_account_address() {
+    let ms = client(Provider::Microsoft, &serve(200, "microsoft/me.json").await);
+    assert_eq!(
+        ms.account_address(Capability::Inbox, &tokens())
+            .await
+            .unwrap(),
+        "AdeleV@contoso.com"
+    );
+    let g = client(
+        Provider::Google,
+        &serve(200, "google/gmail-profile.json").await,
+    );
+    assert_eq!(
+        g.account_address(Capability::Inbox, &tokens())
+            .await
+            .unwrap(),
+        "r@corp.com"
+    );
+    let g = client(Provider::Google, &serve(200, "google/tokeninfo.json").await);
+    assert_eq!(
+        g.account_address(Capability::Calendar, &tokens())
+            .await
+            .unwrap(),
+        "r@corp.com"
+    );
+}
+
+#[tokio::test]
+async fn api_error_bodies_map_to_typed_errors() {
+    let call = |provider, status, fixture: &'static str| async move {
+        let c = client(provider, &serve(status, fixture).await);
+        c.account_address(Capability::Inbox, &tokens())
+            .await
+            .unwrap_err()
+    };
+    let e = call(
+        Provider::Google,
+        403,
+        "google/api-error-insufficient-scope.json",
+    )
+    .await;
+    assert!(
+        matches!(
+            e,
+            ProviderError::NeedsReauthorization {
+                reason: ReauthReason::MissingPermissions,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = call(
+        Provider::Google,
+        401,
+        "google/api-error-unauthenticated.json",
+    )
+    .await;
+    assert!(matches!(e, ProviderError::TokenRejected), "{e:?}");
+    let e = call(Provider::Google, 404, "google/api-error-not-found.json").await;
+    assert!(
+        matches!(&e, ProviderError::Protocol(m) if m.contains("Requested entity was not found")),
+        "{e:?}"
+    );
+    let e = call(Provider::Microsoft, 404, "microsoft/graph-error.json").await;
+    assert!(
+        matches!(&e, ProviderError::Protocol(m) if m.contains("not found in the store")),
+        "{e:?}"
+    );
+    let e = call(Provider::Microsoft, 429, "microsoft/graph-throttled.json").await;
+    assert!(
+        matches!(e, ProviderError::Throttled { retry_after: None }),
+        "{e:?}"
+    );
+}
