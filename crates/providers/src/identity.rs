@@ -1,7 +1,7 @@
 //! The OAuth 2.0 authorization-code + PKCE flow with Microsoft and Google, and what surrounds it: callback
 //! parsing, the signed-in address, revocation and Microsoft admin consent.
 //!
-//! Token requests are made by the `oauth2` crate through [`HttpClient`](crate::http::HttpClient); the client
+//! Token requests are made by the `oauth2` crate through [`HttpClient`]; the client
 //! secret goes in the request body (both providers accept it there).
 
 use std::collections::HashMap;
