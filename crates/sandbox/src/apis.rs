@@ -59,7 +59,7 @@ pub fn routes() -> Router<App> {
 }
 
 /// Graph responses carry `request-id` and echo `client-request-id`.
-async fn graph_headers(req: Request, next: Next) -> Response {
+pub(crate) async fn graph_headers(req: Request, next: Next) -> Response {
     let client_request_id = req.headers().get("client-request-id").cloned();
     let mut r = next.run(req).await;
     let h = r.headers_mut();
@@ -268,7 +268,7 @@ pub async fn call(
 }
 
 /// Google's `alt` parameter: only `json` (the client libraries send it on every call).
-fn check_alt(q: &Option<String>) -> Option<Response> {
+pub(crate) fn check_alt(q: &Option<String>) -> Option<Response> {
     let p = Params::parse(q.as_deref().unwrap_or(""));
     match p.get("alt") {
         None | Some("json") => None,
@@ -397,7 +397,7 @@ async fn graph_user(
 }
 
 /// Gmail's `{userId}`: `me` or the caller's own address.
-fn gmail_user_ok(p: &Principal, user_id: &str) -> Result<(), Response> {
+pub(crate) fn gmail_user_ok(p: &Principal, user_id: &str) -> Result<(), Response> {
     if user_id == "me" || user_id.eq_ignore_ascii_case(&p.user.email) {
         Ok(())
     } else {
@@ -428,13 +428,18 @@ async fn gmail_profile(
             if let Err(r) = gmail_user_ok(p, &user_id) {
                 return r;
             }
+            let (messages, threads, history_id) =
+                app.mail(|m| match m.by_owner.get(&p.user.email) {
+                    Some(mb) => (mb.live().count(), mb.thread_count(), mb.history_id),
+                    None => (0, 0, p.user.history_id),
+                });
             json_response(
                 StatusCode::OK,
                 json!({
                     "emailAddress": p.user.email,
-                    "messagesTotal": 0,
-                    "threadsTotal": 0,
-                    "historyId": p.user.history_id.to_string(),
+                    "messagesTotal": messages,
+                    "threadsTotal": threads,
+                    "historyId": history_id.to_string(),
                 }),
             )
         },

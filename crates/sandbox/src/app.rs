@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::faults::FaultBook;
+use crate::mailbox::Mailboxes;
 use crate::scenario::Provider;
 use crate::state::State;
 use crate::wire::Params;
@@ -85,6 +86,7 @@ pub struct Runtime {
 
 pub(crate) struct Inner {
     pub state: Mutex<State>,
+    pub mail: Mutex<Mailboxes>,
     pub rt: Mutex<Runtime>,
     pub clock: Arc<dyn Clock>,
     pub clock_offset: AtomicI64,
@@ -99,6 +101,7 @@ impl App {
     pub(crate) fn new(state: State, clock: Arc<dyn Clock>, state_file: Option<PathBuf>) -> Self {
         App(Arc::new(Inner {
             state: Mutex::new(state),
+            mail: Mutex::new(Mailboxes::default()),
             rt: Mutex::new(Runtime::default()),
             clock,
             clock_offset: AtomicI64::new(0),
@@ -139,6 +142,11 @@ impl App {
             tracing::warn!(path = %path.display(), error = %e, "sandbox state not saved");
         }
         r
+    }
+
+    /// Uses the mailboxes (runtime-only; see [`crate::mailbox`]).
+    pub fn mail<R>(&self, f: impl FnOnce(&mut Mailboxes) -> R) -> R {
+        f(&mut self.0.mail.lock().expect("mail lock"))
     }
 
     /// Uses the runtime-only state.

@@ -24,6 +24,11 @@ pub mod faults;
 pub mod flow;
 pub mod google_identity;
 pub mod jwt;
+pub mod mail_api;
+pub mod mail_control;
+pub mod mailbox;
+pub mod mailgen;
+pub mod mailview;
 pub mod ms_identity;
 pub mod pages;
 pub mod scenario;
@@ -140,7 +145,9 @@ pub fn router(app: App) -> Router {
         .merge(ms_identity::routes())
         .merge(google_identity::routes())
         .merge(apis::routes())
+        .merge(mail_api::routes())
         .merge(control::routes())
+        .merge(mail_control::routes())
         .merge(flow::routes())
         .fallback(apis::fallback)
         .with_state(app)

@@ -220,6 +220,14 @@ pub struct Settings {
     pub google_accept_pkce: bool,
     /// [O/U] Send `WWW-Authenticate: Bearer ... error="insufficient_scope"` with Google 403s.
     pub google_insufficient_scope_www_authenticate: bool,
+    /// Graph delta with `$filter` returns at most this many messages (real: 5,000).
+    pub graph_delta_filter_cap: usize,
+    /// Graph delta tokens older than this expire (`None`: only when expired through the control API).
+    pub graph_delta_token_lifetime_secs: Option<i64>,
+    /// [O/U] Status of an expired Graph delta token.
+    pub graph_delta_expired_status: u16,
+    /// [O/U] Error code of an expired Graph delta token.
+    pub graph_delta_expired_code: String,
 }
 
 impl Default for Settings {
@@ -245,6 +253,10 @@ impl Default for Settings {
             google_granular_consent: true,
             google_accept_pkce: true,
             google_insufficient_scope_www_authenticate: true,
+            graph_delta_filter_cap: 5000,
+            graph_delta_token_lifetime_secs: None,
+            graph_delta_expired_status: 410,
+            graph_delta_expired_code: "SyncStateNotFound".into(),
         }
     }
 }
