@@ -318,7 +318,7 @@ impl IdentityClient {
         pkce_verifier: &PkceVerifier,
     ) -> Result<TokenSet, ProviderError> {
         let client = self.oauth(Some(redirect_uri))?;
-        let http = |req| self.http.send(req, false);
+        let http = OAuthHttp { http: &self.http, idempotent: false };
         let body = client
             .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(
@@ -341,7 +341,7 @@ impl IdentityClient {
     /// working until revoked); Google usually sends none, and then `refresh_token` is the one passed in.
     pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenSet, ProviderError> {
         let client = self.oauth(None)?;
-        let http = |req| self.http.send(req, true);
+        let http = OAuthHttp { http: &self.http, idempotent: true };
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
         let body = client
             .exchange_refresh_token(&rt)
@@ -630,5 +630,28 @@ mod tests {
                 ..
             }
         ));
+    }
+}
+
+/// oauth2's HTTP client, over [`HttpClient::send`].
+///
+/// A named type rather than a closure: a closure's future is not `Send` for
+/// every lifetime (a compiler limitation with higher-ranked closures), which
+/// would make every caller's future non-`Send` and unusable in axum handlers.
+struct OAuthHttp<'a> {
+    http: &'a HttpClient,
+    idempotent: bool,
+}
+
+type OAuthFuture<'c> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, ProviderError>> + Send + 'c>,
+>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp<'_> {
+    type Error = ProviderError;
+    type Future = OAuthFuture<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.http.send(request, self.idempotent))
     }
 }
