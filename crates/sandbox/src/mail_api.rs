@@ -1119,7 +1119,14 @@ async fn gmail_history(
                     rec.insert("id".into(), json!(c.hid.to_string()));
                     rec.insert("messages".into(), json!([short.clone()]));
                     let mut add = |kind: &str, v: Value| {
-                        if types.is_empty() || types.contains(&kind) {
+                        // `historyTypes` names the kinds in the singular.
+                        let ty = match kind {
+                            "messagesAdded" => "messageAdded",
+                            "messagesDeleted" => "messageDeleted",
+                            "labelsAdded" => "labelAdded",
+                            _ => "labelRemoved",
+                        };
+                        if types.is_empty() || types.contains(&ty) {
                             rec.insert(kind.to_string(), json!([v]));
                         }
                     };

@@ -443,7 +443,7 @@ fn attachment(rng: &mut Rng, candidate_name: &str) -> Attachment {
         _ => {
             let surname = candidate_name.split(' ').next_back().unwrap_or("Kandidat");
             (
-                format!("Lebenslauf_{surname}.pdf"),
+                format!("Lebenslauf – {surname}.pdf"),
                 "application/pdf",
                 b"%PDF-1.7\n",
             )
