@@ -18,7 +18,7 @@ use crate::auth::SignInLimiter;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
-use crate::{api, pages};
+use crate::{api, integration_pages, pages};
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub struct Inner {
     pub keyring: Keyring,
     pub clock: Arc<dyn Clock>,
     pub sign_in_limiter: SignInLimiter,
+    /// The one HTTP client for provider calls.
+    pub provider_http: hirewire_providers::HttpClient,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,12 +44,18 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(config: Config, store: Store, keyring: Keyring, clock: Arc<dyn Clock>) -> Self {
         let sign_in_limiter = SignInLimiter::new(config.sign_in_limits);
+        // reqwest is built without a default TLS provider: choose ring once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let provider_http =
+            hirewire_providers::HttpClient::new(hirewire_providers::HttpConfig::default())
+                .expect("build the provider HTTP client");
         Self(Arc::new(Inner {
             config,
             store,
             keyring,
             clock,
             sign_in_limiter,
+            provider_http,
         }))
     }
 
@@ -60,6 +68,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::routes())
+        .merge(integration_pages::routes())
         .nest("/api/v1", api::routes())
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))

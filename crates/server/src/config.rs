@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use hirewire_providers::Endpoints;
+
 use crate::crypto::PasswordCost;
 
 #[derive(Debug, Clone)]
@@ -17,6 +19,8 @@ pub struct Config {
     pub session_ttl: Duration,
     pub password_cost: PasswordCost,
     pub sign_in_limits: SignInLimits,
+    /// Where the providers are: the real services, or the sandbox.
+    pub provider_endpoints: Endpoints,
 }
 
 /// Sign-in attempts allowed per account and per client address.
@@ -47,6 +51,7 @@ impl Config {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             password_cost: PasswordCost::default(),
             sign_in_limits: SignInLimits::default(),
+            provider_endpoints: Endpoints::real(),
         }
     }
 

@@ -14,6 +14,8 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod error;
+pub mod integration_pages;
+pub mod integrations;
 pub mod pages;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -39,10 +39,8 @@ pub fn routes() -> Router<AppState> {
             "/settings",
             get(|| async { Redirect::to("/settings/email-calendar") }),
         )
-        .route("/settings/email-calendar", get(email_calendar))
         .route("/admin", get(|| async { Redirect::to("/admin/org") }))
         .route("/admin/org", get(admin_org).post(save_org))
-        .route("/admin/email-provider", get(admin_email_provider))
 }
 
 /// What the top bar needs to know about the viewer.
@@ -56,7 +54,7 @@ pub struct Nav {
 }
 
 impl Nav {
-    fn of(viewer: &Viewer, section: &'static str) -> Option<Nav> {
+    pub fn of(viewer: &Viewer, section: &'static str) -> Option<Nav> {
         Some(Nav {
             name: viewer.user.display_name.clone(),
             email: viewer.user.email.to_string(),
@@ -611,30 +609,6 @@ async fn write_inmail(
 
 // ---- settings & admin -------------------------------------------------------
 
-#[derive(Template)]
-#[template(path = "settings_email_calendar.html")]
-struct EmailCalendarPage {
-    nav: Option<Nav>,
-    org_name: String,
-    is_admin: bool,
-}
-
-async fn email_calendar(
-    State(state): State<AppState>,
-    viewer: Viewer,
-) -> Result<Response, PageError> {
-    let org = state
-        .store
-        .org_by_id(viewer.user.org_id)
-        .await?
-        .ok_or_else(PageError::not_found)?;
-    html(&EmailCalendarPage {
-        nav: Nav::of(&viewer, "settings"),
-        org_name: org.name,
-        is_admin: viewer.is_admin(),
-    })
-}
-
 #[derive(Template, Default)]
 #[template(path = "admin_org.html")]
 struct AdminOrgPage {
@@ -732,18 +706,6 @@ async fn save_org(
         Ok(_) => {}
     }
     Ok((StatusCode::UNPROCESSABLE_ENTITY, html(&page)?).into_response())
-}
-
-#[derive(Template)]
-#[template(path = "admin_email_provider.html")]
-struct EmailProviderPage {
-    nav: Option<Nav>,
-}
-
-async fn admin_email_provider(AdminViewer(viewer): AdminViewer) -> Result<Response, PageError> {
-    html(&EmailProviderPage {
-        nav: Nav::of(&viewer, "admin"),
-    })
 }
 
 #[cfg(test)]

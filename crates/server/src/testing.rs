@@ -58,6 +58,15 @@ impl TestApp {
     }
 
     pub async fn start_with(db: &TestDb, options: TestOptions) -> TestApp {
+        Self::start_full(db, options, hirewire_providers::Endpoints::real()).await
+    }
+
+    /// With providers at `endpoints` (see [`World`] for the sandbox).
+    pub async fn start_full(
+        db: &TestDb,
+        options: TestOptions,
+        endpoints: hirewire_providers::Endpoints,
+    ) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -68,6 +77,7 @@ impl TestApp {
         config.password_cost = TEST_PASSWORD_COST;
         config.sign_in_limits = options.sign_in_limits;
         config.trust_proxy = options.trust_proxy;
+        config.provider_endpoints = endpoints;
         let clock = ManualClock::new("2027-01-04T09:00:00Z".parse().expect("a timestamp"));
         let store = db.store();
         let state = AppState::new(
@@ -237,3 +247,261 @@ impl Api {
 /// Role shortcuts for tests.
 pub const ADMIN: Role = Role::Admin;
 pub const RECRUITER: Role = Role::Recruiter;
+
+/// The provider sandbox beside a [`TestApp`], with one Microsoft and one
+/// Google client registered for the app's exact redirect URIs.
+pub struct World {
+    pub app: TestApp,
+    pub sandbox: hirewire_sandbox::SandboxHandle,
+    pub microsoft: (String, String),
+    pub google: (String, String),
+    /// A cookie-less client for the sandbox's pages and control API.
+    pub http: reqwest::Client,
+}
+
+/// Where a walk through the sandbox's sign-in pages ended.
+#[derive(Debug)]
+pub enum Landing {
+    /// Redirected back to hirewire: the full callback URL.
+    Callback(String),
+    /// A page of the sandbox (status, HTML), e.g. "Need admin approval".
+    Page(u16, String),
+}
+
+/// How to answer the sandbox's consent screen.
+pub enum Answer<'a> {
+    AcceptAll,
+    /// Google granular consent: tick only these scopes.
+    Tick(&'a [&'a str]),
+    Cancel,
+}
+
+impl World {
+    /// A TestApp whose providers are the sandbox.
+    pub async fn start(db: &TestDb) -> World {
+        Self::start_with(db, TestOptions::default()).await
+    }
+
+    pub async fn start_with(db: &TestDb, options: TestOptions) -> World {
+        let sandbox = hirewire_sandbox::Sandbox::start(hirewire_sandbox::SandboxConfig::default())
+            .await
+            .expect("start the sandbox");
+        let endpoints = hirewire_providers::Endpoints::all_at(&sandbox.base_url());
+        let app = TestApp::start_full(db, options, endpoints).await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let mut world = World {
+            app,
+            sandbox,
+            microsoft: Default::default(),
+            google: Default::default(),
+            http,
+        };
+        for provider in ["microsoft", "google"] {
+            let redirect = world.app.at(&format!("/oauth/{provider}/callback"));
+            // The app registration's permissions (what `/.default` admin consent covers).
+            let app_scopes: &[&str] = if provider == "microsoft" {
+                &[
+                    "User.Read",
+                    "Mail.Read",
+                    "Mail.ReadWrite",
+                    "Mail.Send",
+                    "Calendars.Read",
+                    "Calendars.ReadWrite",
+                ]
+            } else {
+                &[]
+            };
+            let client = world
+                .control(
+                    reqwest::Method::POST,
+                    "/_sandbox/clients",
+                    Some(serde_json::json!({"provider": provider, "redirect_uris": [redirect], "app_scopes": app_scopes})),
+                )
+                .await;
+            let pair = (
+                client["client_id"].as_str().expect("client id").to_owned(),
+                client["client_secret"]
+                    .as_str()
+                    .expect("client secret")
+                    .to_owned(),
+            );
+            if provider == "microsoft" {
+                world.microsoft = pair
+            } else {
+                world.google = pair
+            }
+        }
+        world
+    }
+
+    /// Calls the sandbox control API; panics on a non-2xx answer.
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut rq = self
+            .http
+            .request(method, format!("{}{path}", self.sandbox.base_url()));
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let r = rq.send().await.expect("sandbox control call");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert!(status.is_success(), "control {path}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Configures `org` to use `provider` ("microsoft" or "google") with this world's client.
+    pub async fn use_provider(
+        &self,
+        org: OrgId,
+        provider: &str,
+        tenant: Option<&str>,
+        access: hirewire_store::AccessLevelSetting,
+    ) {
+        let (id, secret) = if provider == "microsoft" {
+            &self.microsoft
+        } else {
+            &self.google
+        };
+        let settings = hirewire_store::ProviderSettings {
+            org_id: org,
+            provider: provider.parse().expect("provider"),
+            client_id: id.clone(),
+            client_secret_sealed: Some(self.app.state.keyring.seal(secret.as_bytes())),
+            tenant: tenant.map(str::to_owned),
+            access_level: access,
+            consent_state: hirewire_store::ConsentState::Unknown,
+            consent_by: None,
+            consent_at: None,
+            consent_detail: None,
+            purge_on_deauthorize: false,
+            updated_at: self.app.now(),
+        };
+        self.app
+            .store
+            .save_provider_settings(&settings)
+            .await
+            .expect("save provider settings");
+    }
+
+    /// Clicks Authorize (or any form POST that redirects to the provider) for
+    /// the signed-in `client`, walks the sandbox's pages as `account`, and
+    /// returns where it ended.
+    pub async fn authorize(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+        account: &str,
+        answer: Answer<'_>,
+    ) -> Landing {
+        let page = client
+            .get(self.app.at("/settings/email-calendar"))
+            .send()
+            .await
+            .expect("settings")
+            .text()
+            .await
+            .expect("body");
+        let csrf = hidden_csrf(&page).expect("csrf");
+        let mut fields = vec![("_csrf", csrf.as_str())];
+        fields.extend_from_slice(form);
+        let res = client
+            .post(self.app.at(path))
+            .form(&fields)
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(
+            res.status(),
+            303,
+            "{path} redirects to the provider: {}",
+            res.text().await.unwrap_or_default()
+        );
+        let url = res.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        self.walk(&url, account, answer).await
+    }
+
+    /// Walks the sandbox's account picker and consent screen from `url`.
+    pub async fn walk(&self, url: &str, account: &str, answer: Answer<'_>) -> Landing {
+        let picker = match self
+            .land(self.http.get(url).send().await.expect("authorize url"))
+            .await
+        {
+            Landing::Page(200, html) => html,
+            other => return other,
+        };
+        let res = self
+            .http
+            .post(self.form_target(&picker, "account"))
+            .form(&[("user", account)])
+            .send()
+            .await
+            .expect("pick");
+        let page = match self.land(res).await {
+            Landing::Page(200, html) if html.contains("name=\"decision\"") => html,
+            other => return other,
+        };
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        match answer {
+            Answer::AcceptAll => form.extend([("decision", "accept"), ("select_all", "1")]),
+            Answer::Tick(scopes) => {
+                form.push(("decision", "accept"));
+                form.extend(scopes.iter().map(|s| ("scope", *s)));
+            }
+            Answer::Cancel => form.push(("decision", "cancel")),
+        }
+        let res = self
+            .http
+            .post(self.form_target(&page, "consent"))
+            .form(&form)
+            .send()
+            .await
+            .expect("consent");
+        self.land(res).await
+    }
+
+    /// Presses "Return to the application" on a sandbox error page.
+    pub async fn leave_error_page(&self, html: &str) -> Landing {
+        let res = self
+            .http
+            .post(self.form_target(html, "cancel"))
+            .send()
+            .await
+            .expect("cancel");
+        self.land(res).await
+    }
+
+    async fn land(&self, r: reqwest::Response) -> Landing {
+        if r.status().is_redirection() {
+            Landing::Callback(
+                r.headers()["location"]
+                    .to_str()
+                    .expect("location")
+                    .to_owned(),
+            )
+        } else {
+            let s = r.status().as_u16();
+            Landing::Page(s, r.text().await.unwrap_or_default())
+        }
+    }
+
+    fn form_target(&self, html: &str, action: &str) -> String {
+        let start = html
+            .find("/_sandbox/ui/")
+            .unwrap_or_else(|| panic!("no sandbox form in page: {html}"));
+        let rest = &html[start + "/_sandbox/ui/".len()..];
+        let id = &rest[..rest.find('/').expect("form id")];
+        format!("{}/_sandbox/ui/{id}/{action}", self.sandbox.base_url())
+    }
+}

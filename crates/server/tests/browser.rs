@@ -7,22 +7,41 @@ use hirewire_store::Backend;
 use hirewire_store::testing::TestDb;
 
 async fn fill(b: &fantoccini::Client, css: &str, text: &str) {
-    let field = b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    let field = b
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
 async fn click(b: &fantoccini::Client, css: &str) {
-    b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
 async fn text(b: &fantoccini::Client, css: &str) -> String {
-    b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn sign_in(b: &fantoccini::Client, app: &TestApp, email: &str, password: &str) {
     b.goto(&app.at("/")).await.unwrap();
-    assert!(b.current_url().await.unwrap().path().starts_with("/sign-in"));
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/sign-in")
+    );
     fill(b, "#email", email).await;
     fill(b, "#password", password).await;
     click(b, "#sign-in").await;
@@ -33,50 +52,107 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let app = TestApp::start(&db).await;
     let org = app.org("Acme Talent", &["acme.example"]).await;
-    app.user(org, "riley.recruiter@acme.example", RECRUITER, "riley-password").await;
+    app.user(
+        org,
+        "riley.recruiter@acme.example",
+        RECRUITER,
+        "riley-password",
+    )
+    .await;
     let b = hirewire_testkit::browser().await;
 
     // 1. Sign in.
     sign_in(&b, &app, "riley.recruiter@acme.example", "riley-password").await;
     assert_eq!(b.current_url().await.unwrap().path(), "/candidates");
-    assert_eq!(text(&b, "#avatar").await, "RR", "initials in the top-right avatar");
+    assert_eq!(
+        text(&b, "#avatar").await,
+        "RR",
+        "initials in the top-right avatar"
+    );
 
     // 2. Add a candidate with two addresses.
     click(&b, "#add-candidate").await;
     fill(&b, "#name", "Élodie Durand").await;
-    fill(&b, "#emails", "elodie@example.org\ne.durand@mailbox.example").await;
+    fill(
+        &b,
+        "#emails",
+        "elodie@example.org\ne.durand@mailbox.example",
+    )
+    .await;
     click(&b, "#save-candidate").await;
     assert_eq!(text(&b, "#candidate-name").await, "Élodie Durand");
     let emails = text(&b, "#candidate-emails").await;
-    assert!(emails.contains("elodie@example.org") && emails.contains("e.durand@mailbox.example"), "{emails}");
+    assert!(
+        emails.contains("elodie@example.org") && emails.contains("e.durand@mailbox.example"),
+        "{emails}"
+    );
 
     // 3. Write an InMail and see it in the conversation.
-    fill(&b, "#body", "Hi Élodie, are you open to a chat about our platform team?").await;
+    fill(
+        &b,
+        "#body",
+        "Hi Élodie, are you open to a chat about our platform team?",
+    )
+    .await;
     click(&b, "#send-inmail").await;
     let timeline = text(&b, "#timeline").await;
     assert!(timeline.contains("are you open to a chat"), "{timeline}");
-    assert!(timeline.contains("riley recruiter"), "the author is shown: {timeline}");
+    assert!(
+        timeline.contains("riley recruiter"),
+        "the author is shown: {timeline}"
+    );
 
     // The candidate is found by address from the list.
-    b.goto(&app.at("/candidates?q=E.DURAND@mailbox")).await.unwrap();
+    b.goto(&app.at("/candidates?q=E.DURAND@mailbox"))
+        .await
+        .unwrap();
     assert!(text(&b, "table").await.contains("Élodie Durand"));
 
     // 4. Avatar menu -> Product settings -> Email & calendar.
-    let menu_link = b.find(Locator::Css("#menu-product-settings")).await.unwrap();
-    assert!(!menu_link.is_displayed().await.unwrap(), "the menu starts closed");
+    let menu_link = b
+        .find(Locator::Css("#menu-product-settings"))
+        .await
+        .unwrap();
+    assert!(
+        !menu_link.is_displayed().await.unwrap(),
+        "the menu starts closed"
+    );
     click(&b, "#avatar").await;
-    assert!(menu_link.is_displayed().await.unwrap(), "the avatar opens the menu");
+    assert!(
+        menu_link.is_displayed().await.unwrap(),
+        "the avatar opens the menu"
+    );
     menu_link.click().await.unwrap();
     click(&b, "#nav-email-calendar").await;
-    assert_eq!(b.current_url().await.unwrap().path(), "/settings/email-calendar");
-    assert!(text(&b, "#integrations-not-set-up").await.contains("not set up"));
+    assert_eq!(
+        b.current_url().await.unwrap().path(),
+        "/settings/email-calendar"
+    );
+    assert!(
+        text(&b, "#row-inbox")
+            .await
+            .contains("has not chosen an email provider yet")
+    );
 
     // 5. Sign out.
     click(&b, "#avatar").await;
     click(&b, "#menu-sign-out").await;
-    assert!(b.current_url().await.unwrap().path().starts_with("/sign-in"));
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/sign-in")
+    );
     b.goto(&app.at("/candidates")).await.unwrap();
-    assert!(b.current_url().await.unwrap().path().starts_with("/sign-in"), "signed out for real");
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/sign-in"),
+        "signed out for real"
+    );
 }
 
 #[tokio::test]
@@ -84,22 +160,54 @@ async fn a_recruiter_opening_the_admin_area_sees_a_403_page_and_an_admin_does_no
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let app = TestApp::start(&db).await;
     let org = app.org("Acme Talent", &["acme.example"]).await;
-    app.user(org, "riley@acme.example", RECRUITER, "riley-password").await;
-    app.user(org, "avery@acme.example", ADMIN, "avery-password").await;
+    app.user(org, "riley@acme.example", RECRUITER, "riley-password")
+        .await;
+    app.user(org, "avery@acme.example", ADMIN, "avery-password")
+        .await;
     {
         let b = hirewire_testkit::browser().await;
         sign_in(&b, &app, "riley@acme.example", "riley-password").await;
-        assert!(b.find(Locator::LinkText("Admin")).await.is_err(), "no Admin link for recruiters");
+        assert!(
+            b.find(Locator::LinkText("Admin")).await.is_err(),
+            "no Admin link for recruiters"
+        );
         b.goto(&app.at("/admin/org")).await.unwrap();
         assert!(text(&b, "h1").await.contains("have access"));
     }
     let b = hirewire_testkit::browser().await;
     sign_in(&b, &app, "avery@acme.example", "avery-password").await;
-    b.find(Locator::LinkText("Admin")).await.unwrap().click().await.unwrap();
+    b.find(Locator::LinkText("Admin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(b.current_url().await.unwrap().path(), "/admin/org");
-    assert_eq!(b.find(Locator::Css("#name")).await.unwrap().prop("value").await.unwrap().as_deref(), Some("Acme Talent"));
-    b.find(Locator::LinkText("Email provider")).await.unwrap().click().await.unwrap();
-    assert!(text(&b, "section").await.contains("No email provider is configured"));
+    assert_eq!(
+        b.find(Locator::Css("#name"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Acme Talent")
+    );
+    b.find(Locator::LinkText("Email provider"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        b.find(Locator::Css("#provider-none"))
+            .await
+            .unwrap()
+            .is_selected()
+            .await
+            .unwrap(),
+        "Do not integrate until chosen"
+    );
 }
 
 #[tokio::test]
@@ -107,10 +215,17 @@ async fn a_wrong_password_shows_an_inline_message_in_the_browser() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let app = TestApp::start(&db).await;
     let org = app.org("Acme Talent", &[]).await;
-    app.user(org, "riley@acme.example", RECRUITER, "riley-password").await;
+    app.user(org, "riley@acme.example", RECRUITER, "riley-password")
+        .await;
     let b = hirewire_testkit::browser().await;
     sign_in(&b, &app, "riley@acme.example", "not-the-password").await;
     assert!(text(&b, "#sign-in-error").await.contains("don't match"));
-    let kept = b.find(Locator::Css("#email")).await.unwrap().prop("value").await.unwrap();
+    let kept = b
+        .find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
     assert_eq!(kept.as_deref(), Some("riley@acme.example"));
 }

@@ -191,14 +191,15 @@ both_backends! {
         assert!(!list.contains("Hidden"));
     }
 
-    async fn email_and_calendar_settings_say_integrations_are_not_set_up(db: TestDb) {
+    async fn email_and_calendar_settings_say_who_must_act_before_a_provider_is_chosen(db: TestDb) {
         let app = TestApp::start(&db).await;
         acme(&app).await;
         let client = app.signed_in("riley@acme.example", "riley-password").await;
         let (status, body) = page(&client, app.at("/settings/email-calendar")).await;
         assert_eq!(status, 200);
-        assert!(body.contains("Account settings") && body.contains("not set up"));
-        assert!(!body.contains("Authorize"), "no buttons that cannot work yet");
+        assert!(body.contains("Account settings") && body.contains("Authorize inbox") && body.contains("Authorize work calendar"));
+        assert!(body.contains("has not chosen an email provider yet"));
+        assert!(!body.contains("id=\"authorize-inbox\"") && !body.contains("id=\"authorize-calendar\""), "no buttons that cannot work yet");
     }
 
     async fn signing_out_ends_the_session(db: TestDb) {

@@ -520,21 +520,28 @@ impl Store {
 
     /// Takes the right to refresh this grant's tokens for `lease`. Returns a
     /// fencing token, or `None` while another worker (of any instance) holds it.
+    ///
+    /// Only a grant whose access token expires before `stale_before` (or has
+    /// none) is claimed: an instance that read the grant before another one
+    /// finished refreshing gets `None`, re-reads, and uses the fresh token.
     pub async fn claim_grant_refresh(
         &self,
         id: GrantId,
         now: Timestamp,
+        stale_before: Timestamp,
         lease: Duration,
     ) -> Result<Option<i64>, StoreError> {
         let token: Option<i64> = write_tx!(self, |tx| {
             sqlx::query_scalar(
                 "UPDATE grants SET refresh_lease_until = $2, refresh_lease_token = refresh_lease_token + 1 \
                  WHERE id = $1 AND (refresh_lease_until IS NULL OR refresh_lease_until <= $3) \
+                 AND (access_expires_at IS NULL OR access_expires_at <= $4) \
                  RETURNING refresh_lease_token",
             )
             .bind(id.get())
             .bind(ms(now).saturating_add(duration_ms(lease)))
             .bind(ms(now))
+            .bind(ms(stale_before))
             .fetch_optional(&mut *tx)
             .await?
         });

@@ -303,3 +303,39 @@ macro_rules! both_backends {
         }
     )*};
 }
+
+/// Everything the database holds on disk, as bytes, for scanning tests
+/// ("no secret in plaintext"): the SQLite file with its `-wal` and `-shm`, or
+/// a `pg_dump` of the test schema (data and definitions).
+pub async fn raw_dump(db: &TestDb) -> Vec<u8> {
+    match &db.guard.place {
+        Place::Sqlite { path, .. } => {
+            let mut out = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                if let Ok(bytes) = std::fs::read(&p) {
+                    out.extend(bytes);
+                }
+            }
+            assert!(!out.is_empty(), "the SQLite file exists");
+            out
+        }
+        Place::Postgres { url, schema } => {
+            let out = tokio::process::Command::new("pg_dump")
+                .arg("--dbname")
+                .arg(url)
+                .arg("--schema")
+                .arg(schema)
+                .output()
+                .await
+                .expect("run pg_dump (Debian postgresql-client)");
+            assert!(
+                out.status.success(),
+                "pg_dump failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+    }
+}

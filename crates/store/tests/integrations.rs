@@ -107,10 +107,10 @@ both_backends! {
         let u = recruiter(&store, "Acme", "a@acme.example").await;
         let g = store.put_grant(&grant(&u, CapabilityKind::Inbox, "a@acme.example"), t(1)).await.unwrap();
         let lease = Duration::from_secs(30);
-        let first = store.claim_grant_refresh(g.id, t(10), lease).await.unwrap().expect("first claim");
-        assert_eq!(other_instance.claim_grant_refresh(g.id, t(11), lease).await.unwrap(), None, "held by the first");
+        let first = store.claim_grant_refresh(g.id, t(10), t(4000), lease).await.unwrap().expect("first claim");
+        assert_eq!(other_instance.claim_grant_refresh(g.id, t(11), t(4000), lease).await.unwrap(), None, "held by the first");
         // The first refresher stalls past its lease; another takes over and finishes.
-        let second = other_instance.claim_grant_refresh(g.id, t(41), lease).await.unwrap().expect("lease lapsed");
+        let second = other_instance.claim_grant_refresh(g.id, t(41), t(4000), lease).await.unwrap().expect("lease lapsed");
         let fresh = RefreshedTokens { access_token_sealed: "new-access", refresh_token_sealed: Some("new-refresh"), access_expires_at: t(3700), scopes: "Mail.Read" };
         other_instance.finish_grant_refresh(g.id, second, Some(&fresh), t(42)).await.unwrap();
         let stale = RefreshedTokens { access_token_sealed: "stale", refresh_token_sealed: None, access_expires_at: t(99), scopes: "x" };
@@ -118,8 +118,9 @@ both_backends! {
         let now = store.grant_by_id(g.id).await.unwrap().unwrap();
         assert_eq!(now.access_token_sealed.as_deref(), Some("new-access"));
         assert_eq!(now.refresh_token_sealed.as_deref(), Some("new-refresh"));
-        // Released: claimable again at once.
-        assert!(store.claim_grant_refresh(g.id, t(44), lease).await.unwrap().is_some());
+        // Released, and fresh: not claimed again until it goes stale.
+        assert_eq!(store.claim_grant_refresh(g.id, t(44), t(100), lease).await.unwrap(), None, "the token is fresh");
+        assert!(store.claim_grant_refresh(g.id, t(44), t(3700), lease).await.unwrap().is_some());
         other_instance.close().await;
     }
 
