@@ -207,13 +207,14 @@ async fn client_library_conventions_from_section_13_hold() {
     // OData key and function-call forms are routed like their plain forms.
     let (st, _, user) = t.api(access, "/v1.0/users('adele@acme.example')").await;
     assert_eq!(st, StatusCode::OK, "{user}");
-    let (_, _, delta) = t
+    let (st, _, delta) = t
         .api(access, "/v1.0/me/mailFolders('inbox')/messages/delta()")
         .await;
-    assert_eq!(
-        delta["error"]["message"], "Resource not found for the segment 'delta'.",
-        "delta() normalized to delta"
-    );
+    assert_eq!(st, StatusCode::OK, "delta() routed like delta: {delta}");
+    // The SDK follows links in the OData key form too.
+    let link = s(&delta["@odata.deltaLink"]).replace(&t.base, "");
+    let quoted = link.replace("/mailFolders/inbox/", "/mailFolders('inbox')/");
+    assert_eq!(t.api(access, &quoted).await.0, StatusCode::OK);
     // Action parameters match case-insensitively (used by sendMail/getSchedule in later issues).
     let body = json!({"Message": {"subject": "x"}});
     assert!(hirewire_sandbox::wire::get_ci(&body, "message").is_some());
@@ -228,4 +229,223 @@ async fn client_library_conventions_from_section_13_hold() {
         .unwrap();
     assert_eq!(r.headers()["client-request-id"], "abc-123");
     assert!(r.headers().contains_key("request-id"));
+}
+
+async fn mailbox(t: &Ctx, user: &str, n: usize) -> Vec<Value> {
+    let (st, body) = t
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{user}/generate"),
+            Some(json!({"n": n, "seed": 99, "candidates": ["jane@candidates.example"], "candidate_share": 0.3})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (_, list) = t
+        .control(
+            Method::GET,
+            &format!("/_sandbox/mailboxes/{user}/messages"),
+            None,
+        )
+        .await;
+    list["messages"].as_array().unwrap().clone()
+}
+
+fn assert_google(schema_name: &str, v: &Value) {
+    let errs = schema::check_google(schema::gmail(), schema_name, v);
+    assert!(errs.is_empty(), "{schema_name}: {errs:?}\n{v}");
+}
+
+#[tokio::test]
+async fn gmail_mail_resources_only_use_discovery_fields_with_their_types() {
+    let t = start().await;
+    let msgs = mailbox(&t, "hank@globex.example", 120).await;
+    let tok = t.google_tokens("hank@globex.example", GMAIL_READ).await;
+    let access = s(&tok["access_token"]);
+    let (_, _, list) = t
+        .api(access, "/gmail/v1/users/me/messages?maxResults=10")
+        .await;
+    assert_google("ListMessagesResponse", &list);
+    assert_shape("google/gmail-messages-list.json", &list, &[]);
+    let mut seen_alternative = false;
+    for m in &msgs {
+        let id = s(&m["id"]);
+        for format in ["full", "metadata", "raw", "minimal"] {
+            let (st, _, msg) = t
+                .api(
+                    access,
+                    &format!("/gmail/v1/users/me/messages/{id}?format={format}"),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{msg}");
+            assert_google("Message", &msg);
+            assert!(msg["historyId"].is_string() && msg["internalDate"].is_string());
+            assert!(msg["sizeEstimate"].is_u64(), "sizeEstimate is an integer");
+            if format == "full"
+                && !seen_alternative
+                && msg["payload"]["mimeType"] == "multipart/alternative"
+            {
+                assert_shape("google/gmail-message-full.json", &msg, &[]);
+                seen_alternative = true;
+            }
+            if format == "full"
+                && let Some(part) = msg["payload"]["parts"]
+                    .as_array()
+                    .and_then(|p| p.iter().find(|p| p["body"].get("attachmentId").is_some()))
+            {
+                let (_, _, att) = t
+                    .api(
+                        access,
+                        &format!(
+                            "/gmail/v1/users/me/messages/{id}/attachments/{}",
+                            s(&part["body"]["attachmentId"])
+                        ),
+                    )
+                    .await;
+                assert_google("MessagePartBody", &att);
+            }
+        }
+    }
+    assert!(seen_alternative);
+
+    let (_, _, profile) = t.api(access, "/gmail/v1/users/me/profile").await;
+    assert_google("Profile", &profile);
+    let start_id = s(&profile["historyId"]).to_string();
+    let user = "hank@globex.example";
+    t.control(
+        Method::POST,
+        &format!("/_sandbox/mailboxes/{user}/messages"),
+        Some(json!({"from": "jane@candidates.example", "body": "Tuesday works"})),
+    )
+    .await;
+    let (_, _, added) = t
+        .api(
+            access,
+            &format!("/gmail/v1/users/me/history?startHistoryId={start_id}"),
+        )
+        .await;
+    assert_shape("google/gmail-history.json", &added, &[]);
+    t.control(
+        Method::DELETE,
+        &format!("/_sandbox/mailboxes/{user}/messages/{}", s(&msgs[0]["id"])),
+        None,
+    )
+    .await;
+    t.control(
+        Method::PATCH,
+        &format!("/_sandbox/mailboxes/{user}/messages/{}", s(&msgs[1]["id"])),
+        Some(json!({"folder": "deleteditems", "is_read": !msgs[1]["is_read"].as_bool().unwrap()})),
+    )
+    .await;
+    let (_, _, history) = t
+        .api(
+            access,
+            &format!("/gmail/v1/users/me/history?startHistoryId={start_id}"),
+        )
+        .await;
+    assert_eq!(history["history"].as_array().unwrap().len(), 3, "{history}");
+    assert_google("ListHistoryResponse", &history);
+}
+
+#[tokio::test]
+async fn graph_mail_resources_only_use_real_wire_properties() {
+    let t = start().await;
+    mailbox(&t, "adele@acme.example", 120).await;
+    let tok = t.ms_tokens("adele@acme.example").await;
+    let access = s(&tok["access_token"]);
+    let nested = |m: &Value| {
+        let mut errs = schema::check_graph("message", m);
+        for k in ["body", "uniqueBody"] {
+            if let Some(b) = m.get(k) {
+                errs.extend(schema::check_graph("itemBody", b));
+            }
+        }
+        for k in ["from", "sender"] {
+            if let Some(r) = m.get(k) {
+                errs.extend(schema::check_graph("recipient", r));
+                errs.extend(schema::check_graph("emailAddress", &r["emailAddress"]));
+            }
+        }
+        for k in ["toRecipients", "ccRecipients", "bccRecipients", "replyTo"] {
+            for r in m.get(k).and_then(Value::as_array).into_iter().flatten() {
+                errs.extend(schema::check_graph("recipient", r));
+                errs.extend(schema::check_graph("emailAddress", &r["emailAddress"]));
+            }
+        }
+        if let Some(f) = m.get("flag") {
+            errs.extend(schema::check_graph("followupFlag", f));
+        }
+        for h in m
+            .get("internetMessageHeaders")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            errs.extend(schema::check_graph("internetMessageHeader", h));
+        }
+        errs
+    };
+    let (_, _, list) = t.api(access, "/v1.0/me/messages?$top=50&$count=true").await;
+    let mut errs = schema::check_graph("collection:message", &list);
+    for m in list["value"].as_array().unwrap() {
+        errs.extend(nested(m));
+    }
+    assert!(errs.is_empty(), "{errs:?}");
+    let first = &list["value"][0];
+    assert_shape("microsoft/message.json", first, &["categories"]);
+    let (_, _, one) = t
+        .api(
+            access,
+            &format!(
+                "/v1.0/me/messages/{}?$select=internetMessageHeaders,uniqueBody,subject",
+                s(&first["id"])
+            ),
+        )
+        .await;
+    let errs = nested(&one);
+    assert!(
+        errs.is_empty() && one["internetMessageHeaders"].is_array(),
+        "{errs:?} {one}"
+    );
+
+    let (_, _, delta) = t
+        .api(
+            access,
+            "/v1.0/me/mailFolders/inbox/messages/delta?$top=1000",
+        )
+        .await;
+    let mut errs = schema::check_graph("function:messages.delta(response)", &delta);
+    for m in delta["value"].as_array().unwrap() {
+        errs.extend(nested(m));
+    }
+    assert!(errs.is_empty(), "{errs:?}");
+    let gone = s(&delta["value"][0]["id"]).to_string();
+    t.control(
+        Method::DELETE,
+        &format!("/_sandbox/mailboxes/adele@acme.example/messages/{gone}"),
+        None,
+    )
+    .await;
+    let link = s(&delta["@odata.deltaLink"]).replace(&t.base, "");
+    let (_, _, changes) = t.api(access, &link).await;
+    let removed = &changes["value"][0];
+    assert_shape("microsoft/messages-delta-removed.json", removed, &[]);
+    assert!(schema::check_graph("message", removed).is_empty());
+
+    for m in list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["hasAttachments"] == true)
+    {
+        let (_, _, atts) = t
+            .api(
+                access,
+                &format!("/v1.0/me/messages/{}/attachments", s(&m["id"])),
+            )
+            .await;
+        for a in atts["value"].as_array().unwrap() {
+            let errs = schema::check_graph("fileAttachment", a);
+            assert!(errs.is_empty(), "{errs:?}");
+        }
+    }
 }

@@ -97,6 +97,7 @@ const ANNOTATIONS: &[&str] = &[
     "@odata.etag",
     "@odata.type",
     "@odata.id",
+    "@removed",
 ];
 
 /// Every top-level property of `value` is a wire property of Graph type `ty`.
