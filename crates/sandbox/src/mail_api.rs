@@ -689,7 +689,7 @@ async fn graph_delta(
             let fidx = mb.folder_index(&folder).ok_or(0u8)?;
             let (round_id, offset) = match start {
                 Start::Page(r, off) => {
-                    if !mb.rounds.get(&r).is_some_and(|x| x.folder == fidx) {
+                    if mb.rounds.get(&r).is_none_or(|x| x.folder != fidx) {
                         return Err(1);
                     }
                     (r, off)

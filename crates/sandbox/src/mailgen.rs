@@ -83,7 +83,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() >> 11) as u128 * n as u128 >> 53) as u64
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as u64
     }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
@@ -700,10 +700,10 @@ pub fn generate(spec: &GenerateSpec) -> Vec<GeneratedMessage> {
         let base_subject = if charset == Charset::Iso2022Jp {
             JA_SUBJECT.to_string()
         } else if is_cand || rng.chance(0.5) {
-            fill(*rng.pick(SUBJECTS), role, company, &other.name, &mut rng)
+            fill(rng.pick::<&str>(SUBJECTS), role, company, &other.name, &mut rng)
         } else {
             fill(
-                *rng.pick(OTHER_SUBJECTS),
+                rng.pick::<&str>(OTHER_SUBJECTS),
                 role,
                 company,
                 &other.name,
@@ -750,7 +750,7 @@ pub fn generate(spec: &GenerateSpec) -> Vec<GeneratedMessage> {
                 lines.push(String::new());
                 lines.push(rng.pick(OPENERS).to_string());
                 lines.push(fill(
-                    *rng.pick(MIDDLES),
+                    rng.pick::<&str>(MIDDLES),
                     role,
                     company,
                     &other.name,
