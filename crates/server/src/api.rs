@@ -42,13 +42,21 @@ pub fn routes() -> Router<AppState> {
             "/candidates/{id}/inmail",
             get(list_inmail).post(create_inmail),
         )
+        .route("/me/integrations", get(list_integrations))
+        .route(
+            "/me/integrations/{kind}/authorize",
+            post(authorize_integration),
+        )
+        .route("/me/integrations/{kind}", delete(deauthorize_integration))
+        .route("/admin/email-provider", get(get_provider).put(put_provider))
         .fallback(|| async { ApiError::not_found("endpoint") })
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "hirewire API", version = "1", description = "Candidates, InMail and the signed-in user. Authenticate with `Authorization: Bearer <token>` from `hirewire token create`."),
-    paths(me, list_candidates, create_candidate, get_candidate, update_candidate, add_email, remove_email, list_inmail, create_inmail),
+    info(title = "hirewire API", version = "1", description = "Candidates, InMail, email & calendar integrations and the signed-in user. Authenticate with `Authorization: Bearer <token>` from `hirewire token create`."),
+    paths(me, list_candidates, create_candidate, get_candidate, update_candidate, add_email, remove_email, list_inmail, create_inmail,
+        list_integrations, authorize_integration, deauthorize_integration, get_provider, put_provider),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -618,4 +626,250 @@ fn hex_digest(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- email & calendar integrations ------------------------------------------------
+
+use crate::integrations::{self as integ, Notice};
+use hirewire_store::{CapabilityKind, parse_capability};
+
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationResource {
+    /// `inbox` or `calendar`.
+    kind: String,
+    /// `active`, `needs_reauth`, `waiting_admin`, `not_connected` or `unavailable`.
+    status: String,
+    status_label: String,
+    /// The synced account, as the provider reported it.
+    address: Option<String>,
+    /// Why, and who must act.
+    detail: Option<String>,
+    can_authorize: bool,
+    can_deauthorize: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IntegrationList {
+    /// `Microsoft 365`, `Google Workspace`, or null when none is chosen.
+    provider: Option<String>,
+    data: Vec<IntegrationResource>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthorizationUrl {
+    /// Open this in the user's browser; the provider redirects back to hirewire,
+    /// where the user must be signed in as the same person.
+    authorization_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Message {
+    message: String,
+}
+
+fn kind_param(raw: &str) -> Result<CapabilityKind, ApiError> {
+    parse_capability(raw)
+        .ok_or_else(|| ApiError::not_found("integration kind (use inbox or calendar)"))
+}
+
+fn notice_error(n: Notice) -> ApiError {
+    let status = match n {
+        Notice::NotConnected(_) => StatusCode::NOT_FOUND,
+        Notice::NoProvider | Notice::NotConfigured | Notice::EmailOff => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiError::new(status, n.code(), n.message(None))
+}
+
+/// The caller's inbox and calendar connections.
+#[utoipa::path(get, path = "/me/integrations", tag = "integrations",
+    responses((status = 200, body = IntegrationList), (status = 401, body = ErrorBody)))]
+async fn list_integrations(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+) -> Result<Json<IntegrationList>, ApiError> {
+    let (provider, rows) = integ::rows(&state, &user).await?;
+    Ok(Json(IntegrationList {
+        provider: provider.map(|p| p.display_name().to_owned()),
+        data: rows
+            .into_iter()
+            .map(|r| IntegrationResource {
+                kind: r.kind.as_str().to_owned(),
+                status: r.status.to_owned(),
+                status_label: r.status_label,
+                address: r.address,
+                detail: r.detail,
+                can_authorize: r.can_authorize,
+                can_deauthorize: r.can_deauthorize,
+            })
+            .collect(),
+    }))
+}
+
+/// Starts authorizing `kind`: returns the provider URL for the user's browser.
+#[utoipa::path(post, path = "/me/integrations/{kind}/authorize", tag = "integrations",
+    params(("kind" = String, Path, description = "inbox or calendar")),
+    responses((status = 200, body = AuthorizationUrl), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn authorize_integration(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(kind): Path<String>,
+) -> Result<Json<AuthorizationUrl>, ApiError> {
+    let kind = kind_param(&kind)?;
+    let url = integ::start_authorize(&state, &user, integ::API_SESSION, kind, None)
+        .await
+        .map_err(notice_error)?;
+    Ok(Json(AuthorizationUrl {
+        authorization_url: url.to_string(),
+    }))
+}
+
+/// Deauthorizes `kind`: deletes its tokens (and revokes at Google when nothing else uses the grant).
+#[utoipa::path(delete, path = "/me/integrations/{kind}", tag = "integrations",
+    params(("kind" = String, Path, description = "inbox or calendar")),
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody)))]
+async fn deauthorize_integration(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(kind): Path<String>,
+) -> Result<Json<Message>, ApiError> {
+    let kind = kind_param(&kind)?;
+    let notice = integ::deauthorize(&state, &user, kind)
+        .await
+        .map_err(notice_error)?;
+    Ok(Json(Message {
+        message: notice.message(None),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderResource {
+    /// `microsoft`, `google` or `none`.
+    provider: String,
+    client_id: String,
+    /// Whether a client secret is stored (it is never returned).
+    client_secret_set: bool,
+    tenant: Option<String>,
+    /// `send_and_view`, `view_only` or `off`.
+    access_level: String,
+    purge_on_deauthorize: bool,
+    /// `recorded`, `not_required`, `unknown` or `needed`.
+    consent_state: String,
+    consent_detail: Option<String>,
+    consent_at: Option<String>,
+    /// Register these exactly with the provider.
+    redirect_uris: Vec<String>,
+}
+
+fn admin_only(user: &hirewire_store::User) -> Result<(), ApiError> {
+    if user.role == hirewire_store::Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only organization admins can do this",
+        ))
+    }
+}
+
+async fn provider_resource(
+    state: &AppState,
+    user: &hirewire_store::User,
+) -> Result<ProviderResource, ApiError> {
+    let s = state.store.provider_settings(user.org_id).await?;
+    Ok(ProviderResource {
+        provider: s
+            .as_ref()
+            .map(|s| s.provider.as_str())
+            .unwrap_or("none")
+            .to_owned(),
+        client_id: s.as_ref().map(|s| s.client_id.clone()).unwrap_or_default(),
+        client_secret_set: s.as_ref().is_some_and(|s| s.client_secret_sealed.is_some()),
+        tenant: s.as_ref().and_then(|s| s.tenant.clone()),
+        access_level: s
+            .as_ref()
+            .map(|s| s.access_level.as_str())
+            .unwrap_or("send_and_view")
+            .to_owned(),
+        purge_on_deauthorize: s.as_ref().is_some_and(|s| s.purge_on_deauthorize),
+        consent_state: s
+            .as_ref()
+            .map(|s| s.consent_state.as_str())
+            .unwrap_or("unknown")
+            .to_owned(),
+        consent_detail: s.as_ref().and_then(|s| s.consent_detail.clone()),
+        consent_at: s.as_ref().and_then(|s| s.consent_at).map(|t| t.to_string()),
+        redirect_uris: vec![
+            integ::redirect_uri(state, hirewire_providers::Provider::Microsoft),
+            integ::redirect_uri(state, hirewire_providers::Provider::Google),
+        ],
+    })
+}
+
+/// The organization's email provider settings (admins only).
+#[utoipa::path(get, path = "/admin/email-provider", tag = "admin",
+    responses((status = 200, body = ProviderResource), (status = 403, body = ErrorBody)))]
+async fn get_provider(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+) -> Result<Json<ProviderResource>, ApiError> {
+    admin_only(&user)?;
+    Ok(Json(provider_resource(&state, &user).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// `microsoft`, `google` or `none`.
+    provider: String,
+    #[serde(default)]
+    client_id: String,
+    /// Omit to keep the stored secret.
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    tenant: String,
+    /// `send_and_view`, `view_only` or `off`.
+    access_level: String,
+    #[serde(default)]
+    purge_on_deauthorize: bool,
+    /// Required when the change affects existing grants (see the 409 `confirmation_required`).
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Changes the organization's email provider settings (admins only). A change
+/// that affects existing grants answers 409 `confirmation_required` with what
+/// would happen, until sent again with `"confirm": true`.
+#[utoipa::path(put, path = "/admin/email-provider", tag = "admin", request_body = ProviderBody,
+    responses((status = 200, body = ProviderResource), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_provider(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    body: Bytes,
+) -> Result<Json<ProviderResource>, ApiError> {
+    admin_only(&user)?;
+    let req: ProviderBody = parse_json(&body)?;
+    let existing = state.store.provider_settings(user.org_id).await?;
+    let input = integ::ProviderInput {
+        provider: &req.provider,
+        client_id: &req.client_id,
+        client_secret: &req.client_secret,
+        tenant: &req.tenant,
+        access_level: &req.access_level,
+        purge_on_deauthorize: req.purge_on_deauthorize,
+    };
+    let change = integ::validate_provider_input(&input, existing.as_ref())
+        .map_err(|m| ApiError::unprocessable("invalid_provider_settings", m))?;
+    match integ::save_provider(&state, &user, existing, change, req.confirm).await? {
+        integ::SaveOutcome::Saved => Ok(Json(provider_resource(&state, &user).await?)),
+        integ::SaveOutcome::NeedsConfirmation(effects) => Err(ApiError::conflict(
+            "confirmation_required",
+            format!(
+                "{} Send again with \"confirm\": true to go ahead.",
+                effects.join(" ")
+            ),
+        )),
+    }
 }

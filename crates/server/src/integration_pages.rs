@@ -9,8 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hirewire_providers::{AccessLevel, Capability, Provider, scopes};
 use hirewire_store::{
-    AccessLevelSetting, CapabilityKind, ConsentState, GrantStatus, NewGrant, ProviderChoice,
-    ProviderSettings, parse_capability,
+    CapabilityKind, ConsentState, GrantStatus, ProviderChoice, ProviderSettings, parse_capability,
 };
 use serde::Deserialize;
 
@@ -363,74 +362,9 @@ pub struct ProviderForm {
 #[template(path = "admin_email_provider_confirm.html")]
 struct ConfirmPage {
     nav: Option<Nav>,
+    secret_needed: bool,
     fields: Vec<(&'static str, String)>,
     effects: Vec<String>,
-}
-
-/// The admin's choice, validated.
-pub struct ProviderChange {
-    pub provider: ProviderChoice,
-    pub client_id: String,
-    pub client_secret: Option<String>,
-    pub tenant: Option<String>,
-    pub access_level: AccessLevelSetting,
-    pub purge: bool,
-}
-
-fn parse_form(
-    f: &ProviderForm,
-    existing: Option<&ProviderSettings>,
-) -> Result<ProviderChange, String> {
-    let provider = match f.provider.as_str() {
-        "microsoft" => ProviderChoice::Microsoft,
-        "google" => ProviderChoice::Google,
-        "none" => ProviderChoice::None,
-        _ => return Err("Choose Microsoft 365, Google Workspace or Do not integrate.".into()),
-    };
-    let access_level = match f.access_level.as_str() {
-        "send_and_view" => AccessLevelSetting::SendAndView,
-        "view_only" => AccessLevelSetting::ViewOnly,
-        "off" => AccessLevelSetting::Off,
-        _ => return Err("Choose an email access level.".into()),
-    };
-    let client_id = f.client_id.trim().to_owned();
-    let secret = f.client_secret.trim();
-    let tenant = f.tenant.trim();
-    if provider != ProviderChoice::None {
-        if client_id.is_empty()
-            || client_id.len() > 255
-            || client_id
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err("Enter the OAuth client id from your app registration (no spaces).".into());
-        }
-        let has_secret = !secret.is_empty()
-            || existing.is_some_and(|s| s.client_secret_sealed.is_some() && s.provider == provider);
-        if !has_secret {
-            return Err("Enter the OAuth client secret from your app registration.".into());
-        }
-        if secret.len() > 1024 || tenant.len() > 255 || tenant.chars().any(char::is_whitespace) {
-            return Err("The client secret or tenant is not valid.".into());
-        }
-    }
-    Ok(ProviderChange {
-        provider,
-        client_id,
-        client_secret: (!secret.is_empty()).then(|| secret.to_owned()),
-        tenant: (!tenant.is_empty() && provider == ProviderChoice::Microsoft)
-            .then(|| tenant.to_owned()),
-        access_level,
-        purge: f.purge_on_deauthorize.is_some(),
-    })
-}
-
-fn level_rank(l: AccessLevelSetting) -> u8 {
-    match l {
-        AccessLevelSetting::Off => 0,
-        AccessLevelSetting::ViewOnly => 1,
-        AccessLevelSetting::SendAndView => 2,
-    }
 }
 
 async fn save_provider(
@@ -440,157 +374,46 @@ async fn save_provider(
     if !viewer.is_admin() {
         return Err(PageError::forbidden());
     }
-    let org = viewer.user.org_id;
-    let existing = state.store.provider_settings(org).await?;
-    let change = match parse_form(&form, existing.as_ref()) {
+    let existing = state.store.provider_settings(viewer.user.org_id).await?;
+    let input = integ::ProviderInput {
+        provider: &form.provider,
+        client_id: &form.client_id,
+        client_secret: &form.client_secret,
+        tenant: &form.tenant,
+        access_level: &form.access_level,
+        purge_on_deauthorize: form.purge_on_deauthorize.is_some(),
+    };
+    let change = match integ::validate_provider_input(&input, existing.as_ref()) {
         Ok(c) => c,
         Err(e) => return render_admin_with(&state, &viewer, None, Some(e), Some(&form)).await,
     };
-    let grants = state.store.org_grants(org).await?;
-    let mut effects = Vec::new();
-    if let Some(old) = &existing {
-        let n_all = grants.len();
-        let n_inbox = grants
-            .iter()
-            .filter(|g| g.capability == CapabilityKind::Inbox)
-            .count();
-        if n_all > 0 && change.provider != old.provider {
-            effects.push(match change.provider {
-                ProviderChoice::None => format!("{n_all} connected inbox or calendar grant(s) stop working and their tokens are deleted; recruiters see that integrations are off."),
-                _ => format!("{n_all} grant(s) made with {} stop working; each recruiter must authorize again with the new provider.", old.provider),
-            });
-        }
-        if n_inbox > 0
-            && change.provider == old.provider
-            && level_rank(change.access_level) < level_rank(old.access_level)
-        {
-            effects.push(match change.access_level {
-                AccessLevelSetting::Off => format!("{n_inbox} connected inbox(es) pause: nothing is read or sent, and their grants are kept so raising the level again resumes them."),
-                _ => format!("{n_inbox} connected inbox(es) keep syncing but can no longer send email."),
-            });
-        }
-    }
-    if !effects.is_empty() && form.confirm.as_deref() != Some("yes") {
-        let fields = vec![
-            ("provider", form.provider.clone()),
-            ("client_id", form.client_id.clone()),
-            ("client_secret", form.client_secret.clone()),
-            ("tenant", form.tenant.clone()),
-            ("access_level", form.access_level.clone()),
-            (
-                "purge_on_deauthorize",
-                form.purge_on_deauthorize.clone().unwrap_or_default(),
-            ),
-        ]
-        .into_iter()
-        .filter(|(k, v)| !(*k == "purge_on_deauthorize" && v.is_empty()))
-        .collect();
-        let page = ConfirmPage {
-            nav: Nav::of(&viewer, "admin"),
-            fields,
-            effects,
-        };
-        return Ok(Html(page.render()?).into_response());
-    }
-    let now = state.now();
-    let provider_changed = existing
-        .as_ref()
-        .is_some_and(|o| o.provider != change.provider);
-    let secret_sealed = match &change.client_secret {
-        Some(s) => Some(state.keyring.seal(s.as_bytes())),
-        None if !provider_changed || change.provider == ProviderChoice::None => existing
-            .as_ref()
-            .and_then(|e| e.client_secret_sealed.clone()),
-        None => None,
-    };
-    let (consent_state, consent_by, consent_at, consent_detail) = match &existing {
-        Some(e)
-            if !provider_changed
-                && e.tenant == change.tenant
-                && e.client_id == change.client_id =>
-        {
-            (
-                e.consent_state,
-                e.consent_by,
-                e.consent_at,
-                e.consent_detail.clone(),
-            )
-        }
-        _ => (ConsentState::Unknown, None, None, None),
-    };
-    let settings = ProviderSettings {
-        org_id: org,
-        provider: change.provider,
-        client_id: change.client_id.clone(),
-        client_secret_sealed: if change.provider == ProviderChoice::None {
-            None
-        } else {
-            secret_sealed
-        },
-        tenant: change.tenant.clone(),
-        access_level: change.access_level,
-        consent_state,
-        consent_by,
-        consent_at,
-        consent_detail,
-        purge_on_deauthorize: change.purge,
-        updated_at: now,
-    };
-    state.store.save_provider_settings(&settings).await?;
-    if provider_changed {
-        // Old grants cannot be used with the new provider (or at all): drop
-        // their tokens, keep the row so the recruiter sees why.
-        let reason = match change.provider {
-            ProviderChoice::None => {
-                "Your organization's admin turned email and calendar integration off.".to_owned()
-            }
-            p => format!(
-                "Your organization switched to {}. Authorize again to reconnect.",
-                integ::provider_of(p)
-                    .map(Provider::display_name)
-                    .unwrap_or("another provider")
-            ),
-        };
-        for g in &grants {
-            state
-                .store
-                .put_grant(
-                    &NewGrant {
-                        org_id: g.org_id,
-                        user_id: g.user_id,
-                        capability: g.capability,
-                        provider: g.provider,
-                        status: GrantStatus::NeedsReauth,
-                        status_reason: Some(&reason),
-                        account_address: g.account_address.as_deref(),
-                        scopes: "",
-                        permission_version: g.permission_version,
-                        legacy: g.legacy,
-                        access_token_sealed: None,
-                        refresh_token_sealed: None,
-                        access_expires_at: None,
-                    },
-                    now,
-                )
-                .await?;
+    let confirmed = form.confirm.as_deref() == Some("yes");
+    match integ::save_provider(&state, &viewer.user, existing, change, confirmed).await? {
+        integ::SaveOutcome::Saved => Ok(Redirect::to("/admin/email-provider").into_response()),
+        integ::SaveOutcome::NeedsConfirmation(effects) => {
+            let fields = vec![
+                ("provider", form.provider.clone()),
+                ("client_id", form.client_id.clone()),
+                ("tenant", form.tenant.clone()),
+                ("access_level", form.access_level.clone()),
+                (
+                    "purge_on_deauthorize",
+                    form.purge_on_deauthorize.clone().unwrap_or_default(),
+                ),
+            ]
+            .into_iter()
+            .filter(|(k, v)| !(*k == "purge_on_deauthorize" && v.is_empty()))
+            .collect();
+            // The new secret is never echoed into a page: ask for it again.
+            let page = ConfirmPage {
+                nav: Nav::of(&viewer, "admin"),
+                secret_needed: !form.client_secret.trim().is_empty(),
+                fields,
+                effects,
+            };
+            Ok(Html(page.render()?).into_response())
         }
     }
-    let detail = serde_json::json!({"provider": change.provider.as_str(), "access_level": change.access_level.as_str(), "secret_changed": change.client_secret.is_some()});
-    let _ = state
-        .store
-        .record_audit(
-            &hirewire_store::NewAudit {
-                org_id: Some(org),
-                actor_user_id: Some(viewer.user.id),
-                action: "integration.provider_saved",
-                target: change.provider.as_str(),
-                detail: &detail,
-                ip: None,
-            },
-            now,
-        )
-        .await;
-    Ok(Redirect::to("/admin/email-provider").into_response())
 }
 
 #[derive(Deserialize)]

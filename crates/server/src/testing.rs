@@ -237,6 +237,11 @@ impl Api {
             .patch(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
     }
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .delete(format!("{}{path}", self.base))

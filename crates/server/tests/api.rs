@@ -242,6 +242,10 @@ async fn the_openapi_document_lists_every_api_route() {
         ("/candidates/{id}/emails", &["post"]),
         ("/candidates/{id}/emails/{email}", &["delete"]),
         ("/candidates/{id}/inmail", &["get", "post"]),
+        ("/me/integrations", &["get"]),
+        ("/me/integrations/{kind}/authorize", &["post"]),
+        ("/me/integrations/{kind}", &["delete"]),
+        ("/admin/email-provider", &["get", "put"]),
     ] {
         for m in methods {
             assert!(paths[path][m].is_object(), "{m} {path} is documented");

@@ -283,6 +283,7 @@ both_backends! {
         let res = admin.post(world.app.at("/admin/email-provider")).form(&form("google", "send_and_view")).send().await.unwrap();
         let body = res.text().await.unwrap();
         assert!(body.contains("id=\"confirm-change\"") && body.contains("1 grant(s) made with microsoft stop working"), "{body}");
+        assert!(!body.contains(&world.google.1), "the secret just entered is not echoed into the page");
         assert_eq!(world.app.store.provider_settings(org).await.unwrap().unwrap().provider.as_str(), "microsoft");
         let mut confirmed = form("google", "send_and_view");
         confirmed.push(("confirm", "yes".into()));
@@ -354,4 +355,58 @@ async fn without_a_provider_recruiters_see_no_authorize_button() {
             .unwrap()
             .contains("data-code=\"no_provider\"")
     );
+}
+
+both_backends! {
+    async fn the_api_lists_starts_and_removes_integrations_and_guards_admin_settings(db: TestDb) {
+        let world = World::start(&db).await;
+        let (org, browser) = setup(&world, "google").await;
+        let riley = world.app.store.user_by_email_key(&hirewire_domain::email::AddressKey::of("riley@acme.example")).await.unwrap().unwrap();
+        let api = world.app.api(&world.app.api_token(&riley).await);
+        let list: Value = api.get("/me/integrations").send().await.unwrap().json().await.unwrap();
+        assert_eq!(list["provider"], "Google Workspace");
+        assert_eq!(list["data"][0]["kind"], "inbox");
+        assert_eq!(list["data"][0]["status"], "not_connected");
+        assert_eq!(list["data"][0]["can_authorize"], true);
+        // Started through the API, finished in the user's signed-in browser.
+        let started: Value = api.post("/me/integrations/inbox/authorize").send().await.unwrap().json().await.unwrap();
+        let url = started["authorization_url"].as_str().unwrap();
+        assert!(url.contains("access_type=offline") && url.contains("prompt=consent") && url.contains("code_challenge_method=S256"));
+        let landing = world.walk(url, "hank@globex.example", Answer::AcceptAll).await;
+        let (_, body) = come_back(&world, &browser, landing).await;
+        assert!(body.contains("data-code=\"authorized\""), "{body}");
+        let list: Value = api.get("/me/integrations").send().await.unwrap().json().await.unwrap();
+        assert_eq!(list["data"][0]["status"], "active");
+        assert_eq!(list["data"][0]["address"], "hank@globex.example");
+        assert!(!list.to_string().contains("v1."), "no sealed or plain tokens in API responses");
+        assert_eq!(api.post("/me/integrations/mailbox/authorize").send().await.unwrap().status(), 404);
+        let gone = api.delete("/me/integrations/inbox").send().await.unwrap();
+        assert_eq!(gone.status(), 200);
+        let again = api.delete("/me/integrations/inbox").send().await.unwrap();
+        assert_eq!(again.status(), 404);
+        assert_eq!(again.json::<Value>().await.unwrap()["error"]["code"], "not_connected");
+        // Admin settings: recruiters are refused; admins never see the secret.
+        assert_eq!(api.get("/admin/email-provider").send().await.unwrap().status(), 403);
+        let admin = world.app.store.user_by_email_key(&hirewire_domain::email::AddressKey::of("admin@acme.example")).await.unwrap().unwrap();
+        let admin_api = world.app.api(&world.app.api_token(&admin).await);
+        let settings: Value = admin_api.get("/admin/email-provider").send().await.unwrap().json().await.unwrap();
+        assert_eq!(settings["provider"], "google");
+        assert_eq!(settings["client_secret_set"], true);
+        assert!(!settings.to_string().contains(&world.google.1));
+        let bad = admin_api.put("/admin/email-provider").json(&json!({"provider": "aol", "access_level": "off"})).send().await.unwrap();
+        assert_eq!(bad.status(), 422);
+        let _ = org;
+        let lower = json!({"provider": "google", "client_id": world.google.0, "access_level": "off"});
+        let conn = browser.clone();
+        let landing = world.authorize(&conn, "/settings/email-calendar/inbox/authorize", &[], "hank@globex.example", Answer::AcceptAll).await;
+        come_back(&world, &conn, landing).await;
+        let res = admin_api.put("/admin/email-provider").json(&lower).send().await.unwrap();
+        assert_eq!(res.status(), 409);
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "confirmation_required");
+        let mut confirmed = lower.clone();
+        confirmed["confirm"] = json!(true);
+        let res = admin_api.put("/admin/email-provider").json(&confirmed).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<Value>().await.unwrap()["access_level"], "off");
+    }
 }
