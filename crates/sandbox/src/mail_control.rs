@@ -200,7 +200,7 @@ async fn generate_mailbox(
             is_read: g.is_read,
             moves: 0,
         };
-        mb.insert(Arc::from(g.raw), g.meta, g.received_ms, place, now, false)
+        mb.insert(Arc::new(g.raw), g.meta, g.received_ms, place, now, false)
             .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
     }
     mb.expire_history();
@@ -390,7 +390,7 @@ async fn inject(
             moves: 0,
         };
         let seq = mb
-            .insert(Arc::from(raw), meta, received_ms, place, now, true)
+            .insert(Arc::new(raw), meta, received_ms, place, now, true)
             .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
         Ok(Json(ids_of(mb, seq)))
     })

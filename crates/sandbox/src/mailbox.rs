@@ -92,8 +92,8 @@ pub struct Msg {
     pub history_id: u64,
     /// Indexed header fields.
     pub meta: MessageMeta,
-    /// The RFC 5322 bytes, stored once.
-    pub raw: Arc<[u8]>,
+    /// The RFC 5322 bytes, stored once (moved in, never copied).
+    pub raw: Arc<Vec<u8>>,
 }
 
 /// Options of a Graph delta round, fixed by its first request and carried by its tokens.
@@ -178,7 +178,7 @@ pub struct MsgView {
     /// Indexed fields.
     pub meta: MessageMeta,
     /// Bytes.
-    pub raw: Arc<[u8]>,
+    pub raw: Arc<Vec<u8>>,
 }
 
 /// One user's mailbox.
@@ -352,7 +352,7 @@ impl Mailbox {
     /// does not, and makes earlier history ids stale instead).
     pub fn insert(
         &mut self,
-        raw: Arc<[u8]>,
+        raw: Arc<Vec<u8>>,
         meta: MessageMeta,
         received_ms: i64,
         place: Placement,

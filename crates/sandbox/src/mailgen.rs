@@ -700,7 +700,13 @@ pub fn generate(spec: &GenerateSpec) -> Vec<GeneratedMessage> {
         let base_subject = if charset == Charset::Iso2022Jp {
             JA_SUBJECT.to_string()
         } else if is_cand || rng.chance(0.5) {
-            fill(rng.pick::<&str>(SUBJECTS), role, company, &other.name, &mut rng)
+            fill(
+                rng.pick::<&str>(SUBJECTS),
+                role,
+                company,
+                &other.name,
+                &mut rng,
+            )
         } else {
             fill(
                 rng.pick::<&str>(OTHER_SUBJECTS),

@@ -1418,3 +1418,48 @@ fn a_hundred_thousand_messages_generate_within_seconds() {
     );
     assert_eq!(msgs.len(), 100_000);
 }
+
+#[tokio::test]
+#[ignore = "timing and memory: run with `cargo test --release -p hirewire-sandbox --test mail -- --ignored --nocapture`"]
+async fn a_hundred_thousand_message_mailbox_is_generated_and_served_over_http() {
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
+    let t = start().await;
+    let before = rss();
+    let summary = generate_for(&t, HANK, 100_000, 1).await;
+    assert_eq!(summary["messages"], 100_000);
+    let token = gmail_token(&t).await;
+    let t0 = std::time::Instant::now();
+    let (st, _, page) = get(
+        &t,
+        &token,
+        &format!("/gmail/v1/users/me/messages?q=from:{}", CANDIDATES[0]),
+        &[],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let list_ms = t0.elapsed().as_millis();
+    let id = s(&page["messages"][0]["id"]).to_string();
+    let (st, _, _) = get(
+        &t,
+        &token,
+        &format!("/gmail/v1/users/me/messages/{id}"),
+        &[],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    println!(
+        "generate+store 100k over HTTP: {} ms; q=from: list {list_ms} ms ({} hits); RSS {before} -> {}",
+        summary["millis"],
+        page["resultSizeEstimate"],
+        rss()
+    );
+}
