@@ -58,6 +58,53 @@ enum Command {
     Token(TokenCommand),
     /// Run the provider sandbox: a local stand-in for Microsoft 365 and Google Workspace.
     Sandbox(SandboxArgs),
+    /// Manage the secrets key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Import grants made by other integrations.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Add a new current key and re-encrypt every stored secret with it (old keys stay, to open backups).
+    Rotate {
+        /// The secrets key file. Default: DATA_DIR/secrets.key.
+        #[arg(long, env = "HIREWIRE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCommand {
+    /// Import a calendar-only grant from the older scheduling integration; it shows as legacy with a one-click Reauthorize.
+    LegacySchedulerGrant {
+        /// The recruiter's hirewire email.
+        #[arg(long)]
+        user: String,
+        /// microsoft or google.
+        #[arg(long, value_enum)]
+        provider: ProviderArg,
+        /// Read the refresh token from standard input (first line).
+        #[arg(long, required = true)]
+        refresh_token_stdin: bool,
+        /// The scopes the old grant was made with (space-separated).
+        #[arg(long)]
+        scopes: String,
+        /// The calendar account's address, if it differs from the user's email.
+        #[arg(long)]
+        address: Option<String>,
+        /// The secrets key file. Default: DATA_DIR/secrets.key.
+        #[arg(long, env = "HIREWIRE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ProviderArg {
+    Microsoft,
+    Google,
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +309,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Keys(KeysCommand::Rotate { secrets_key_file }) => {
+            let path = secrets_key_file.unwrap_or_else(|| cli.data_dir.join("secrets.key"));
+            let (old, _) = Keyring::load(&path, false)?;
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            // The new key file (new key first, old keys kept) is written before
+            // anything is re-sealed, so every value stays readable whatever fails.
+            let new = old.rotated();
+            new.save(&path)?;
+            let state = offline_state(store, new.clone());
+            let (grants, settings) = hirewire_server::integrations::reseal_all(&state).await?;
+            println!(
+                "new key {} in {}; re-encrypted {grants} grant(s) and {settings} client secret(s)",
+                new.current_key_id(),
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Import(ImportCommand::LegacySchedulerGrant { user, provider, refresh_token_stdin: _, scopes, address, secrets_key_file }) => {
+            let path = secrets_key_file.unwrap_or_else(|| cli.data_dir.join("secrets.key"));
+            let (keyring, _) = Keyring::load(&path, false)?;
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            let mut token = String::new();
+            std::io::stdin().read_to_string(&mut token)?;
+            let token = token.lines().next().unwrap_or_default().trim().to_owned();
+            if token.is_empty() {
+                bail!("no refresh token on standard input");
+            }
+            let found = store
+                .user_by_email_key(&hirewire_domain::email::AddressKey::of(&user))
+                .await?
+                .with_context(|| format!("no user with email {user}"))?;
+            let provider = match provider {
+                ProviderArg::Microsoft => hirewire_providers::Provider::Microsoft,
+                ProviderArg::Google => hirewire_providers::Provider::Google,
+            };
+            let state = offline_state(store, keyring);
+            let grant = hirewire_server::integrations::import_legacy_grant(&state, &found, provider, &token, &scopes, address.as_deref()).await?;
+            println!("imported a legacy calendar grant for {user} ({}); they are asked to reauthorize", grant.account_address.unwrap_or_default());
+            Ok(())
+        }
         Command::Token(TokenCommand::Create { user, name }) => {
             let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
             let token = users::create_api_token(&store, &user, &name, now).await?;
@@ -270,6 +357,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// App state for CLI tasks that need the store and the keyring, not a listener.
+fn offline_state(store: Store, keyring: Keyring) -> AppState {
+    let url = Url::parse("http://127.0.0.1/").expect("a valid URL");
+    AppState::new(Config::new(url), store, keyring, Arc::new(SystemClock))
 }
 
 async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> anyhow::Result<()> {
@@ -320,40 +413,62 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
     let public_url = Url::parse(&format!("http://{addr}/"))?;
     let sandbox = hirewire_sandbox::Sandbox::start(hirewire_sandbox::SandboxConfig {
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.sandbox_port),
+        scenario: Some(demo_scenario(&public_url)?),
         state_dir: Some(args.dir.join("sandbox")),
         ..Default::default()
     })
     .await
     .with_context(|| format!("start the provider sandbox on 127.0.0.1:{} (pass --sandbox-port to choose another)", args.sandbox_port))?;
-    let creds = demo::seed(
-        &store,
-        &args.dir.join("credentials.txt"),
-        PasswordCost::default(),
-        jiff::Timestamp::now(),
-    )
-    .await?;
-    let state = AppState::new(
-        Config::new(public_url.clone()),
-        store,
-        keyring,
-        Arc::new(SystemClock),
-    );
+    let apps = demo::DemoApps {
+        microsoft: (hirewire_sandbox::DEFAULT_MS_CLIENT_ID.into(), hirewire_sandbox::DEFAULT_MS_CLIENT_SECRET.into()),
+        microsoft_tenant: "acme.example".into(),
+        google: (hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_ID.into(), hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_SECRET.into()),
+    };
+    let creds = demo::seed(&store, &keyring, &apps, &args.dir.join("credentials.txt"), PasswordCost::default(), jiff::Timestamp::now()).await?;
+    let mut config = Config::new(public_url.clone());
+    config.provider_endpoints = hirewire_providers::Endpoints::all_at(&sandbox.base_url());
+    let state = AppState::new(config, store, keyring, Arc::new(SystemClock));
     println!("\nhirewire demo is running at {public_url}");
     println!("provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}", sandbox.base_url());
     println!("data: {} (delete it to start over)\n", args.dir.display());
     println!("Sign in as:");
     for c in &creds {
-        println!(
-            "  {:<9} {:<22} password {}",
-            c.role.as_str(),
-            c.email,
-            c.password
-        );
+        println!("  {:<14} {:<9} {:<22} password {}", c.org, c.role.as_str(), c.email, c.password);
     }
-    println!();
+    println!("\nAcme Talent uses Microsoft 365 and Globex Hiring uses Google Workspace, both played by the sandbox:");
+    println!("sign in, open the avatar menu > Product settings > Email & calendar, and click Authorize.\n");
     hirewire_server::serve(state, listener, shutdown_signal()).await?;
     sandbox.shutdown().await;
     Ok(())
+}
+
+/// The sandbox's built-in scenario, plus the demo's people as provider
+/// accounts and the demo's exact redirect URIs.
+fn demo_scenario(public_url: &Url) -> anyhow::Result<hirewire_sandbox::Scenario> {
+    let mut scenario = hirewire_sandbox::Scenario::builtin();
+    for tenant in scenario.microsoft_tenants.iter_mut().filter(|t| t.domains.iter().any(|d| d == "acme.example")) {
+        for (email, name, admin) in [
+            ("admin@acme.example", "Avery Admin", true),
+            ("riley@acme.example", "Riley Recruiter", false),
+            ("sam@acme.example", "Sam Sourcer", false),
+        ] {
+            if !tenant.users.iter().any(|u| u.email == email) {
+                tenant.users.push(serde_json::from_value(serde_json::json!({"email": email, "display_name": name, "admin": admin}))?);
+            }
+        }
+    }
+    let base = public_url.as_str().trim_end_matches('/');
+    for client in &mut scenario.clients {
+        let slug = match client.provider {
+            hirewire_sandbox::Provider::Microsoft => "microsoft",
+            hirewire_sandbox::Provider::Google => "google",
+        };
+        let uri = format!("{base}/oauth/{slug}/callback");
+        if !client.redirect_uris.contains(&uri) {
+            client.redirect_uris.push(uri);
+        }
+    }
+    Ok(scenario)
 }
 
 async fn shutdown_signal() {

@@ -40,6 +40,7 @@ pub enum KeyError {
 #[derive(Clone)]
 struct Key {
     id: String,
+    raw: [u8; 32],
     cipher: Aes256Gcm,
 }
 
@@ -99,8 +100,15 @@ impl Keyring {
                 return Err("a key id must be non-empty and contain no '.'".into());
             }
             let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|e| e.to_string())?;
+            let raw: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| "a key must be 32 bytes".to_owned())?;
+            if keys.iter().any(|k: &Key| k.id == id) {
+                return Err(format!("key id {id} appears twice"));
+            }
             keys.push(Key {
                 id: id.to_owned(),
+                raw,
                 cipher,
             });
         }
@@ -110,12 +118,37 @@ impl Keyring {
         Ok(Self { keys })
     }
 
-    fn to_lines(&self, raw_current: &[u8]) -> String {
-        format!(
-            "# hirewire secrets key: keep private, back it up with the database\n{} {}\n",
-            self.keys[0].id,
-            STANDARD.encode(raw_current)
-        )
+    fn to_lines(&self) -> String {
+        let mut out = String::from(
+            "# hirewire secrets keys: keep private, back up with the database.\n# The first key seals new values; the others still open older ones.\n",
+        );
+        for k in &self.keys {
+            out.push_str(&format!("{} {}\n", k.id, STANDARD.encode(k.raw)));
+        }
+        out
+    }
+
+    /// A new keyring whose current key is fresh; the old keys still open.
+    pub fn rotated(&self) -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let fresh = Self::from_lines(&format!("{} {}", new_key_id(), STANDARD.encode(bytes))).expect("a generated key parses");
+        let mut keys = fresh.keys;
+        keys.extend(self.keys.iter().cloned());
+        Self { keys }
+    }
+
+    /// The id of the key that seals new values.
+    pub fn current_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    /// Replaces the key file atomically (a 0600 temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let tmp = path.with_extension("key.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, &self.to_lines()).map_err(|source| KeyError::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, path).map_err(|source| KeyError::Io { path: path.to_owned(), source })
     }
 
     /// Loads the key file at `path`. With `generate`, a missing file is created
@@ -131,11 +164,8 @@ impl Keyring {
                     })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
-                let mut bytes = [0u8; 32];
-                rand::rng().fill_bytes(&mut bytes);
-                let text = format!("{} {}", new_key_id(), STANDARD.encode(bytes));
-                let ring = Self::from_lines(&text).expect("a generated key parses");
-                write_private(path, &ring.to_lines(&bytes)).map_err(|source| KeyError::Io {
+                let ring = Self::generate();
+                write_private(path, &ring.to_lines()).map_err(|source| KeyError::Io {
                     path: path.to_owned(),
                     source,
                 })?;
@@ -336,6 +366,26 @@ mod tests {
                     .unwrap()[6..]
             )
         );
+    }
+
+    #[test]
+    fn after_a_rotation_new_values_use_the_new_key_and_old_ones_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.key");
+        let (old, _) = Keyring::load(&path, true).unwrap();
+        let sealed_before = old.seal(b"token");
+        let new = old.rotated();
+        new.save(&path).unwrap();
+        let (reloaded, created) = Keyring::load(&path, false).unwrap();
+        assert!(!created);
+        assert_ne!(reloaded.current_key_id(), old.current_key_id());
+        assert_eq!(reloaded.open(&sealed_before).unwrap(), b"token");
+        assert!(reloaded.seal(b"x").starts_with(&format!("v1.{}.", reloaded.current_key_id())));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

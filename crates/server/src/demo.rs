@@ -4,15 +4,28 @@
 use std::path::Path;
 
 use hirewire_domain::email::{EmailAddress, MailDomain};
-use hirewire_store::{Direction, NewInMail, NewUser, Role, Store};
+use hirewire_store::{
+    AccessLevelSetting, ConsentState, Direction, NewInMail, NewUser, ProviderChoice, ProviderSettings, Role, Store,
+};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::crypto::{PasswordCost, random_token};
+use crate::crypto::{Keyring, PasswordCost, random_token};
 
 pub const DEMO_ORG: &str = "Acme Talent";
+/// The second demo organization, on Google Workspace.
+pub const DEMO_ORG_GOOGLE: &str = "Globex Hiring";
+
+/// The provider apps the demo organizations use (the sandbox's built-in clients).
+pub struct DemoApps {
+    pub microsoft: (String, String),
+    /// Microsoft tenant of Acme Talent.
+    pub microsoft_tenant: String,
+    pub google: (String, String),
+}
 
 /// A demo account, for printing.
 pub struct Credential {
+    pub org: String,
     pub email: String,
     pub password: String,
     pub role: Role,
@@ -22,6 +35,12 @@ const PEOPLE: &[(&str, &str, Role)] = &[
     ("Avery Admin", "admin@acme.example", Role::Admin),
     ("Riley Recruiter", "riley@acme.example", Role::Recruiter),
     ("Sam Sourcer", "sam@acme.example", Role::Recruiter),
+];
+
+/// Globex Hiring's people match the sandbox's Google Workspace accounts.
+const GLOBEX_PEOPLE: &[(&str, &str, Role)] = &[
+    ("Hank Scorpio", "hank@globex.example", Role::Admin),
+    ("Mindy Simmons", "mindy@globex.example", Role::Recruiter),
 ];
 
 const CANDIDATES: &[(&str, &[&str])] = &[
@@ -72,6 +91,8 @@ const THREAD: &[(Direction, &str)] = &[
 /// (read back from `credentials_file` on later starts).
 pub async fn seed(
     store: &Store,
+    keyring: &Keyring,
+    apps: &DemoApps,
     credentials_file: &Path,
     cost: PasswordCost,
     now: Timestamp,
@@ -81,16 +102,52 @@ pub async fn seed(
     }
     let domain = MailDomain::parse("acme.example").map_err(anyhow::Error::msg)?;
     let org = store.create_org(DEMO_ORG, &[domain], now).await?;
+    let (creds_acme, authors) = people(store, org.id, DEMO_ORG, PEOPLE, cost, now).await?;
+    let mut creds = creds_acme;
+    let globex_domain = MailDomain::parse("globex.example").map_err(anyhow::Error::msg)?;
+    let globex = store.create_org(DEMO_ORG_GOOGLE, &[globex_domain], now).await?;
+    creds.extend(people(store, globex.id, DEMO_ORG_GOOGLE, GLOBEX_PEOPLE, cost, now).await?.0);
+    let provider = |org_id, provider, (id, secret): &(String, String), tenant: Option<&str>| ProviderSettings {
+        org_id,
+        provider,
+        client_id: id.clone(),
+        client_secret_sealed: Some(keyring.seal(secret.as_bytes())),
+        tenant: tenant.map(str::to_owned),
+        access_level: AccessLevelSetting::SendAndView,
+        consent_state: ConsentState::Unknown,
+        consent_by: None,
+        consent_at: None,
+        consent_detail: None,
+        purge_on_deauthorize: false,
+        updated_at: now,
+    };
+    store
+        .save_provider_settings(&provider(org.id, ProviderChoice::Microsoft, &apps.microsoft, Some(&apps.microsoft_tenant)))
+        .await?;
+    store.save_provider_settings(&provider(globex.id, ProviderChoice::Google, &apps.google, None)).await?;
+    seed_candidates(store, org.id, &authors, now).await?;
+    write_credentials(credentials_file, &creds)?;
+    Ok(creds)
+}
+
+async fn people(
+    store: &Store,
+    org: hirewire_domain::ids::OrgId,
+    org_name: &str,
+    list: &[(&str, &str, Role)],
+    cost: PasswordCost,
+    now: Timestamp,
+) -> anyhow::Result<(Vec<Credential>, Vec<hirewire_domain::ids::UserId>)> {
     let mut creds = Vec::new();
     let mut authors = Vec::new();
-    for (name, email, role) in PEOPLE {
+    for (name, email, role) in list {
         let password = random_token()[..16].to_owned();
         let email_addr = EmailAddress::parse(email).map_err(anyhow::Error::msg)?;
         let hash = cost.hash(&password);
         let user = store
             .create_user(
                 &NewUser {
-                    org_id: org.id,
+                    org_id: org,
                     email: &email_addr,
                     display_name: name,
                     role: *role,
@@ -102,11 +159,21 @@ pub async fn seed(
             .await?;
         authors.push(user.id);
         creds.push(Credential {
+            org: org_name.to_owned(),
             email: (*email).to_owned(),
             password,
             role: *role,
         });
     }
+    Ok((creds, authors))
+}
+
+async fn seed_candidates(
+    store: &Store,
+    org: hirewire_domain::ids::OrgId,
+    authors: &[hirewire_domain::ids::UserId],
+    now: Timestamp,
+) -> anyhow::Result<()> {
     for (i, (name, emails)) in CANDIDATES.iter().enumerate() {
         let emails: Vec<EmailAddress> = emails
             .iter()
@@ -115,7 +182,7 @@ pub async fn seed(
             .map_err(anyhow::Error::msg)?;
         let created = now - SignedDuration::from_hours(24 * (40 - i as i64));
         let c = store
-            .create_candidate(org.id, name, &emails, created)
+            .create_candidate(org, name, &emails, created)
             .await?;
         let first = name.split_whitespace().next().unwrap_or(name);
         let replies = 1 + i % THREAD.len();
@@ -129,17 +196,16 @@ pub async fn seed(
                 body: &body,
                 sent_at,
             };
-            store.create_inmail(org.id, &new, sent_at).await?;
+            store.create_inmail(org, &new, sent_at).await?;
         }
     }
-    write_credentials(credentials_file, &creds)?;
-    Ok(creds)
+    Ok(())
 }
 
 fn write_credentials(path: &Path, creds: &[Credential]) -> anyhow::Result<()> {
     let mut text = String::from("# hirewire demo accounts (local demo only)\n");
     for c in creds {
-        text.push_str(&format!("{} {} {}\n", c.role, c.email, c.password));
+        text.push_str(&format!("{} {} {} {}\n", c.role, c.email, c.password, c.org));
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -164,11 +230,10 @@ fn read_credentials(path: &Path) -> anyhow::Result<Vec<Credential>> {
         .filter_map(|l| {
             let mut it = l.split(' ');
             let role = it.next()?.parse().ok()?;
-            Some(Credential {
-                role,
-                email: it.next()?.to_owned(),
-                password: it.next()?.to_owned(),
-            })
+let email = it.next()?.to_owned();
+            let password = it.next()?.to_owned();
+            let org = it.collect::<Vec<_>>().join(" ");
+            Some(Credential { org, role, email, password })
         })
         .collect())
 }
