@@ -326,7 +326,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Import(ImportCommand::LegacySchedulerGrant { user, provider, refresh_token_stdin: _, scopes, address, secrets_key_file }) => {
+        Command::Import(ImportCommand::LegacySchedulerGrant {
+            user,
+            provider,
+            refresh_token_stdin: _,
+            scopes,
+            address,
+            secrets_key_file,
+        }) => {
             let path = secrets_key_file.unwrap_or_else(|| cli.data_dir.join("secrets.key"));
             let (keyring, _) = Keyring::load(&path, false)?;
             let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
@@ -345,8 +352,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ProviderArg::Google => hirewire_providers::Provider::Google,
             };
             let state = offline_state(store, keyring);
-            let grant = hirewire_server::integrations::import_legacy_grant(&state, &found, provider, &token, &scopes, address.as_deref()).await?;
-            println!("imported a legacy calendar grant for {user} ({}); they are asked to reauthorize", grant.account_address.unwrap_or_default());
+            let grant = hirewire_server::integrations::import_legacy_grant(
+                &state,
+                &found,
+                provider,
+                &token,
+                &scopes,
+                address.as_deref(),
+            )
+            .await?;
+            println!(
+                "imported a legacy calendar grant for {user} ({}); they are asked to reauthorize",
+                grant.account_address.unwrap_or_default()
+            );
             Ok(())
         }
         Command::Token(TokenCommand::Create { user, name }) => {
@@ -418,25 +436,57 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await
-    .with_context(|| format!("start the provider sandbox on 127.0.0.1:{} (pass --sandbox-port to choose another)", args.sandbox_port))?;
+    .with_context(|| {
+        format!(
+            "start the provider sandbox on 127.0.0.1:{} (pass --sandbox-port to choose another)",
+            args.sandbox_port
+        )
+    })?;
     let apps = demo::DemoApps {
-        microsoft: (hirewire_sandbox::DEFAULT_MS_CLIENT_ID.into(), hirewire_sandbox::DEFAULT_MS_CLIENT_SECRET.into()),
+        microsoft: (
+            hirewire_sandbox::DEFAULT_MS_CLIENT_ID.into(),
+            hirewire_sandbox::DEFAULT_MS_CLIENT_SECRET.into(),
+        ),
         microsoft_tenant: "acme.example".into(),
-        google: (hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_ID.into(), hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_SECRET.into()),
+        google: (
+            hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_ID.into(),
+            hirewire_sandbox::DEFAULT_GOOGLE_CLIENT_SECRET.into(),
+        ),
     };
-    let creds = demo::seed(&store, &keyring, &apps, &args.dir.join("credentials.txt"), PasswordCost::default(), jiff::Timestamp::now()).await?;
+    let creds = demo::seed(
+        &store,
+        &keyring,
+        &apps,
+        &args.dir.join("credentials.txt"),
+        PasswordCost::default(),
+        jiff::Timestamp::now(),
+    )
+    .await?;
     let mut config = Config::new(public_url.clone());
     config.provider_endpoints = hirewire_providers::Endpoints::all_at(&sandbox.base_url());
     let state = AppState::new(config, store, keyring, Arc::new(SystemClock));
     println!("\nhirewire demo is running at {public_url}");
-    println!("provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}", sandbox.base_url());
+    println!(
+        "provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}",
+        sandbox.base_url()
+    );
     println!("data: {} (delete it to start over)\n", args.dir.display());
     println!("Sign in as:");
     for c in &creds {
-        println!("  {:<14} {:<9} {:<22} password {}", c.org, c.role.as_str(), c.email, c.password);
+        println!(
+            "  {:<14} {:<9} {:<22} password {}",
+            c.org,
+            c.role.as_str(),
+            c.email,
+            c.password
+        );
     }
-    println!("\nAcme Talent uses Microsoft 365 and Globex Hiring uses Google Workspace, both played by the sandbox:");
-    println!("sign in, open the avatar menu > Product settings > Email & calendar, and click Authorize.\n");
+    println!(
+        "\nAcme Talent uses Microsoft 365 and Globex Hiring uses Google Workspace, both played by the sandbox:"
+    );
+    println!(
+        "sign in, open the avatar menu > Product settings > Email & calendar, and click Authorize.\n"
+    );
     hirewire_server::serve(state, listener, shutdown_signal()).await?;
     sandbox.shutdown().await;
     Ok(())
@@ -446,14 +496,20 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
 /// accounts and the demo's exact redirect URIs.
 fn demo_scenario(public_url: &Url) -> anyhow::Result<hirewire_sandbox::Scenario> {
     let mut scenario = hirewire_sandbox::Scenario::builtin();
-    for tenant in scenario.microsoft_tenants.iter_mut().filter(|t| t.domains.iter().any(|d| d == "acme.example")) {
+    for tenant in scenario
+        .microsoft_tenants
+        .iter_mut()
+        .filter(|t| t.domains.iter().any(|d| d == "acme.example"))
+    {
         for (email, name, admin) in [
             ("admin@acme.example", "Avery Admin", true),
             ("riley@acme.example", "Riley Recruiter", false),
             ("sam@acme.example", "Sam Sourcer", false),
         ] {
             if !tenant.users.iter().any(|u| u.email == email) {
-                tenant.users.push(serde_json::from_value(serde_json::json!({"email": email, "display_name": name, "admin": admin}))?);
+                tenant.users.push(serde_json::from_value(
+                    serde_json::json!({"email": email, "display_name": name, "admin": admin}),
+                )?);
             }
         }
     }

@@ -22,7 +22,10 @@ impl Drop for Running {
 fn get(url: &str) -> Option<(u16, String)> {
     // A tiny blocking HTTP/1.0 GET over loopback, to keep this test free of a client stack.
     let url = url.strip_prefix("http://")?;
-    let (host, path) = url.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((url, "/".into()));
+    let (host, path) = url
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((url, "/".into()));
     let mut s = std::net::TcpStream::connect(host).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -72,13 +75,23 @@ fn the_demo_answers_health_within_ten_seconds_and_seeds_only_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let printed: Vec<&String> = lines.iter().filter(|l| l.contains("password")).collect();
-    assert_eq!(printed.len(), 5, "Acme: an admin and two recruiters; Globex: an admin and a recruiter: {lines:?}");
-    assert!(lines.iter().any(|l| l.contains("provider sandbox")), "{lines:?}");
+    assert_eq!(
+        printed.len(),
+        5,
+        "Acme: an admin and two recruiters; Globex: an admin and a recruiter: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("provider sandbox")),
+        "{lines:?}"
+    );
     let key = dir.path().join("secrets.key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     drop(demo);
 
@@ -91,11 +104,21 @@ fn the_demo_answers_health_within_ten_seconds_and_seeds_only_once() {
 #[test]
 fn serve_refuses_to_start_without_a_key_unless_asked_to_generate_one() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hirewire().args(["serve", "--port", "0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = hirewire()
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--generate-key"), "the error says how to fix it: {err}");
-    assert!(!dir.path().join("hirewire.db").exists(), "nothing was created before the refusal");
+    assert!(
+        err.contains("--generate-key"),
+        "the error says how to fix it: {err}"
+    );
+    assert!(
+        !dir.path().join("hirewire.db").exists(),
+        "nothing was created before the refusal"
+    );
 
     let mut child = hirewire()
         .args(["serve", "--port", "0", "--generate-key", "--data-dir"])
@@ -124,40 +147,96 @@ fn user_add_and_token_create_give_a_working_api_token() {
     let dir = tempfile::tempdir().unwrap();
     let add = |email: &str, role: &str| {
         let mut child = hirewire()
-            .args(["user", "add", "--org", "Acme Talent", "--email", email, "--role", role, "--password-stdin", "--data-dir"])
+            .args([
+                "user",
+                "add",
+                "--org",
+                "Acme Talent",
+                "--email",
+                email,
+                "--role",
+                role,
+                "--password-stdin",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(b"a-long-password\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a-long-password\n")
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let first = add("ada@acme.example", "admin");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(String::from_utf8_lossy(&first.stdout).contains("created organization"));
     let dup = add("ADA@acme.example", "recruiter");
-    assert!(!dup.status.success(), "the same email (any case) cannot be added twice");
+    assert!(
+        !dup.status.success(),
+        "the same email (any case) cannot be added twice"
+    );
 
-    let bad = hirewire().args(["user", "add", "--org", "Acme", "--email", "not-an-email", "--role", "admin", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let bad = hirewire()
+        .args([
+            "user",
+            "add",
+            "--org",
+            "Acme",
+            "--email",
+            "not-an-email",
+            "--role",
+            "admin",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--email"));
 
-    let token = hirewire().args(["token", "create", "--user", "ada@acme.example", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let token = hirewire()
+        .args([
+            "token",
+            "create",
+            "--user",
+            "ada@acme.example",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(token.status.success());
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("hw_") && token.len() > 40);
     let db = std::fs::read(dir.path().join("hirewire.db")).unwrap();
     let wal = std::fs::read(dir.path().join("hirewire.db-wal")).unwrap_or_default();
     let needle = token.as_bytes();
-    assert!(!db.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle), "only a digest is stored");
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle),
+        "only a digest is stored"
+    );
 }
 
 #[test]
 fn an_unsupported_database_url_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hirewire().args(["migrate", "--data-dir"]).arg(dir.path()).env("DATABASE_URL", "mysql://root@127.0.0.1/test").output().unwrap();
+    let out = hirewire()
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .env("DATABASE_URL", "mysql://root@127.0.0.1/test")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
 }
@@ -166,10 +245,26 @@ fn an_unsupported_database_url_is_refused_with_a_clear_message() {
 fn help_lists_every_serve_flag_with_its_environment_variable() {
     let out = hirewire().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--public-url", "--trust-proxy", "--listen", "--port", "--log-format", "--secrets-key-file", "--generate-key", "--data-dir"] {
+    for flag in [
+        "--public-url",
+        "--trust-proxy",
+        "--listen",
+        "--port",
+        "--log-format",
+        "--secrets-key-file",
+        "--generate-key",
+        "--data-dir",
+    ] {
         assert!(help.contains(flag), "{flag} in help");
     }
-    for var in ["HIREWIRE_PUBLIC_URL", "HIREWIRE_TRUST_PROXY", "HIREWIRE_LISTEN", "HIREWIRE_PORT", "HIREWIRE_LOG_FORMAT", "HIREWIRE_DATA_DIR"] {
+    for var in [
+        "HIREWIRE_PUBLIC_URL",
+        "HIREWIRE_TRUST_PROXY",
+        "HIREWIRE_LISTEN",
+        "HIREWIRE_PORT",
+        "HIREWIRE_LOG_FORMAT",
+        "HIREWIRE_DATA_DIR",
+    ] {
         assert!(help.contains(var), "{var} in help");
     }
 }

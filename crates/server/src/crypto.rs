@@ -132,7 +132,8 @@ impl Keyring {
     pub fn rotated(&self) -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        let fresh = Self::from_lines(&format!("{} {}", new_key_id(), STANDARD.encode(bytes))).expect("a generated key parses");
+        let fresh = Self::from_lines(&format!("{} {}", new_key_id(), STANDARD.encode(bytes)))
+            .expect("a generated key parses");
         let mut keys = fresh.keys;
         keys.extend(self.keys.iter().cloned());
         Self { keys }
@@ -147,8 +148,14 @@ impl Keyring {
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         let tmp = path.with_extension("key.tmp");
         let _ = std::fs::remove_file(&tmp);
-        write_private(&tmp, &self.to_lines()).map_err(|source| KeyError::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, path).map_err(|source| KeyError::Io { path: path.to_owned(), source })
+        write_private(&tmp, &self.to_lines()).map_err(|source| KeyError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Loads the key file at `path`. With `generate`, a missing file is created
@@ -380,11 +387,18 @@ mod tests {
         assert!(!created);
         assert_ne!(reloaded.current_key_id(), old.current_key_id());
         assert_eq!(reloaded.open(&sealed_before).unwrap(), b"token");
-        assert!(reloaded.seal(b"x").starts_with(&format!("v1.{}.", reloaded.current_key_id())));
+        assert!(
+            reloaded
+                .seal(b"x")
+                .starts_with(&format!("v1.{}.", reloaded.current_key_id()))
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
 

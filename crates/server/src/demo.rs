@@ -5,7 +5,8 @@ use std::path::Path;
 
 use hirewire_domain::email::{EmailAddress, MailDomain};
 use hirewire_store::{
-    AccessLevelSetting, ConsentState, Direction, NewInMail, NewUser, ProviderChoice, ProviderSettings, Role, Store,
+    AccessLevelSetting, ConsentState, Direction, NewInMail, NewUser, ProviderChoice,
+    ProviderSettings, Role, Store,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -105,26 +106,46 @@ pub async fn seed(
     let (creds_acme, authors) = people(store, org.id, DEMO_ORG, PEOPLE, cost, now).await?;
     let mut creds = creds_acme;
     let globex_domain = MailDomain::parse("globex.example").map_err(anyhow::Error::msg)?;
-    let globex = store.create_org(DEMO_ORG_GOOGLE, &[globex_domain], now).await?;
-    creds.extend(people(store, globex.id, DEMO_ORG_GOOGLE, GLOBEX_PEOPLE, cost, now).await?.0);
-    let provider = |org_id, provider, (id, secret): &(String, String), tenant: Option<&str>| ProviderSettings {
-        org_id,
-        provider,
-        client_id: id.clone(),
-        client_secret_sealed: Some(keyring.seal(secret.as_bytes())),
-        tenant: tenant.map(str::to_owned),
-        access_level: AccessLevelSetting::SendAndView,
-        consent_state: ConsentState::Unknown,
-        consent_by: None,
-        consent_at: None,
-        consent_detail: None,
-        purge_on_deauthorize: false,
-        updated_at: now,
+    let globex = store
+        .create_org(DEMO_ORG_GOOGLE, &[globex_domain], now)
+        .await?;
+    creds.extend(
+        people(store, globex.id, DEMO_ORG_GOOGLE, GLOBEX_PEOPLE, cost, now)
+            .await?
+            .0,
+    );
+    let provider = |org_id, provider, (id, secret): &(String, String), tenant: Option<&str>| {
+        ProviderSettings {
+            org_id,
+            provider,
+            client_id: id.clone(),
+            client_secret_sealed: Some(keyring.seal(secret.as_bytes())),
+            tenant: tenant.map(str::to_owned),
+            access_level: AccessLevelSetting::SendAndView,
+            consent_state: ConsentState::Unknown,
+            consent_by: None,
+            consent_at: None,
+            consent_detail: None,
+            purge_on_deauthorize: false,
+            updated_at: now,
+        }
     };
     store
-        .save_provider_settings(&provider(org.id, ProviderChoice::Microsoft, &apps.microsoft, Some(&apps.microsoft_tenant)))
+        .save_provider_settings(&provider(
+            org.id,
+            ProviderChoice::Microsoft,
+            &apps.microsoft,
+            Some(&apps.microsoft_tenant),
+        ))
         .await?;
-    store.save_provider_settings(&provider(globex.id, ProviderChoice::Google, &apps.google, None)).await?;
+    store
+        .save_provider_settings(&provider(
+            globex.id,
+            ProviderChoice::Google,
+            &apps.google,
+            None,
+        ))
+        .await?;
     seed_candidates(store, org.id, &authors, now).await?;
     write_credentials(credentials_file, &creds)?;
     Ok(creds)
@@ -181,9 +202,7 @@ async fn seed_candidates(
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?;
         let created = now - SignedDuration::from_hours(24 * (40 - i as i64));
-        let c = store
-            .create_candidate(org, name, &emails, created)
-            .await?;
+        let c = store.create_candidate(org, name, &emails, created).await?;
         let first = name.split_whitespace().next().unwrap_or(name);
         let replies = 1 + i % THREAD.len();
         for (j, (direction, text)) in THREAD.iter().take(replies).enumerate() {
@@ -205,7 +224,10 @@ async fn seed_candidates(
 fn write_credentials(path: &Path, creds: &[Credential]) -> anyhow::Result<()> {
     let mut text = String::from("# hirewire demo accounts (local demo only)\n");
     for c in creds {
-        text.push_str(&format!("{} {} {} {}\n", c.role, c.email, c.password, c.org));
+        text.push_str(&format!(
+            "{} {} {} {}\n",
+            c.role, c.email, c.password, c.org
+        ));
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -230,10 +252,15 @@ fn read_credentials(path: &Path) -> anyhow::Result<Vec<Credential>> {
         .filter_map(|l| {
             let mut it = l.split(' ');
             let role = it.next()?.parse().ok()?;
-let email = it.next()?.to_owned();
+            let email = it.next()?.to_owned();
             let password = it.next()?.to_owned();
             let org = it.collect::<Vec<_>>().join(" ");
-            Some(Credential { org, role, email, password })
+            Some(Credential {
+                org,
+                role,
+                email,
+                password,
+            })
         })
         .collect())
 }

@@ -15,22 +15,42 @@ async fn fill(b: &fantoccini::Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
-async fn click(b: &fantoccini::Client, css: &str) {
-    b.find(Locator::Css(css))
+/// Waits (up to 10 s) for an element: a click that submits a form returns
+/// before the next page has loaded.
+async fn element(b: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    b.wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+async fn click(b: &fantoccini::Client, css: &str) {
+    element(b, css)
+        .await
         .click()
         .await
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
+/// Clicks something that loads a new page, and waits until it has: the old
+/// page's root element goes stale.
+async fn follow(b: &fantoccini::Client, css: &str) {
+    let old = b.find(Locator::Css("html")).await.unwrap();
+    click(b, css).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while old.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking {css} loaded no new page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    element(b, "body").await;
+}
+
 async fn text(b: &fantoccini::Client, css: &str) -> String {
-    b.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    element(b, css).await.text().await.unwrap()
 }
 
 async fn sign_in(b: &fantoccini::Client, app: &TestApp, email: &str, password: &str) {
@@ -44,7 +64,7 @@ async fn sign_in(b: &fantoccini::Client, app: &TestApp, email: &str, password: &
     );
     fill(b, "#email", email).await;
     fill(b, "#password", password).await;
-    click(b, "#sign-in").await;
+    follow(b, "#sign-in").await;
 }
 
 #[tokio::test]
@@ -71,7 +91,7 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
     );
 
     // 2. Add a candidate with two addresses.
-    click(&b, "#add-candidate").await;
+    follow(&b, "#add-candidate").await;
     fill(&b, "#name", "Élodie Durand").await;
     fill(
         &b,
@@ -79,7 +99,7 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
         "elodie@example.org\ne.durand@mailbox.example",
     )
     .await;
-    click(&b, "#save-candidate").await;
+    follow(&b, "#save-candidate").await;
     assert_eq!(text(&b, "#candidate-name").await, "Élodie Durand");
     let emails = text(&b, "#candidate-emails").await;
     assert!(
@@ -94,7 +114,7 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
         "Hi Élodie, are you open to a chat about our platform team?",
     )
     .await;
-    click(&b, "#send-inmail").await;
+    follow(&b, "#send-inmail").await;
     let timeline = text(&b, "#timeline").await;
     assert!(timeline.contains("are you open to a chat"), "{timeline}");
     assert!(
@@ -122,8 +142,8 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
         menu_link.is_displayed().await.unwrap(),
         "the avatar opens the menu"
     );
-    menu_link.click().await.unwrap();
-    click(&b, "#nav-email-calendar").await;
+    follow(&b, "#menu-product-settings").await;
+    follow(&b, "#nav-email-calendar").await;
     assert_eq!(
         b.current_url().await.unwrap().path(),
         "/settings/email-calendar"
@@ -136,7 +156,7 @@ async fn a_recruiter_signs_in_adds_a_candidate_writes_an_inmail_finds_settings_a
 
     // 5. Sign out.
     click(&b, "#avatar").await;
-    click(&b, "#menu-sign-out").await;
+    follow(&b, "#menu-sign-out").await;
     assert!(
         b.current_url()
             .await
@@ -228,4 +248,95 @@ async fn a_wrong_password_shows_an_inline_message_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(kept.as_deref(), Some("riley@acme.example"));
+}
+
+/// Clicks through the sandbox's account picker and consent screen.
+async fn consent_at_provider(b: &fantoccini::Client, account: &str) {
+    b.wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Css(&format!("button[data-email='{account}']")))
+        .await
+        .unwrap_or_else(|e| panic!("account picker: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let accept = b
+        .wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Css("#accept"))
+        .await
+        .unwrap();
+    // Google asks per permission; hirewire needs every one.
+    if let Ok(all) = b.find(Locator::Css("#select-all")).await {
+        all.click().await.unwrap();
+    }
+    accept.click().await.unwrap();
+}
+
+async fn wait_for_path(b: &fantoccini::Client, path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.current_url().await.unwrap().path().starts_with(path) {
+        assert!(std::time::Instant::now() < deadline, "never reached {path}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_recruiter_authorizes_inbox_and_calendar_at_each_provider_sees_the_address_and_deauthorizes()
+ {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let world = hirewire_server::testing::World::start(&db).await;
+    let app = &world.app;
+    for (org_name, provider, account) in [
+        ("Acme Talent", "microsoft", "adele@acme.example"),
+        ("Globex Hiring", "google", "hank@globex.example"),
+    ] {
+        let org = app.org(org_name, &[]).await;
+        let email = format!("riley@{provider}.example");
+        app.user(org, &email, RECRUITER, "riley-password").await;
+        world
+            .use_provider(
+                org,
+                provider,
+                None,
+                hirewire_store::AccessLevelSetting::SendAndView,
+            )
+            .await;
+        let b = hirewire_testkit::browser().await;
+        sign_in(&b, app, &email, "riley-password").await;
+        click(&b, "#avatar").await;
+        follow(&b, "#menu-product-settings").await;
+        follow(&b, "#nav-email-calendar").await;
+        for kind in ["inbox", "calendar"] {
+            follow(&b, &format!("#authorize-{kind}")).await;
+            consent_at_provider(&b, account).await;
+            wait_for_path(&b, "/oauth/").await;
+            assert!(
+                text(&b, "#notice").await.contains("is connected"),
+                "{provider} {kind}"
+            );
+            assert_eq!(
+                text(&b, &format!("#address-{kind}")).await,
+                account,
+                "the synced address shows under the setting"
+            );
+            assert_eq!(text(&b, &format!("#status-{kind}")).await, "Active");
+        }
+        follow(&b, "#deauthorize-inbox").await;
+        assert!(
+            text(&b, "#notice")
+                .await
+                .contains("Your inbox is disconnected")
+        );
+        assert!(b.find(Locator::Css("#address-inbox")).await.is_err());
+        assert!(
+            b.find(Locator::Css("#authorize-inbox")).await.is_ok(),
+            "Authorize is offered again"
+        );
+        assert_eq!(
+            text(&b, "#address-calendar").await,
+            account,
+            "the calendar is untouched"
+        );
+    }
 }
