@@ -465,28 +465,27 @@ async fn demo_cmd(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = Config::new(public_url.clone());
     config.provider_endpoints = hirewire_providers::Endpoints::all_at(&sandbox.base_url());
     let state = AppState::new(config, store, keyring, Arc::new(SystemClock));
-    println!("\nhirewire demo is running at {public_url}");
-    println!(
-        "provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}",
-        sandbox.base_url()
+    // The banner is written once, ignoring a closed stdout: the server must
+    // keep running if whoever started it stops reading.
+    let mut banner = format!(
+        "\nhirewire demo is running at {public_url}\n\
+         provider sandbox (Microsoft 365 + Google Workspace stand-in) at {}\n\
+         data: {} (delete it to start over)\n\nSign in as:\n",
+        sandbox.base_url(),
+        args.dir.display()
     );
-    println!("data: {} (delete it to start over)\n", args.dir.display());
-    println!("Sign in as:");
     for c in &creds {
-        println!(
-            "  {:<14} {:<9} {:<22} password {}",
+        banner += &format!(
+            "  {:<14} {:<9} {:<22} password {}\n",
             c.org,
             c.role.as_str(),
             c.email,
             c.password
         );
     }
-    println!(
-        "\nAcme Talent uses Microsoft 365 and Globex Hiring uses Google Workspace, both played by the sandbox:"
-    );
-    println!(
-        "sign in, open the avatar menu > Product settings > Email & calendar, and click Authorize.\n"
-    );
+    banner += "\nAcme Talent uses Microsoft 365 and Globex Hiring uses Google Workspace, both played by the sandbox:\n\
+               sign in, open the avatar menu > Product settings > Email & calendar, and click Authorize.\n\n";
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     hirewire_server::serve(state, listener, shutdown_signal()).await?;
     sandbox.shutdown().await;
     Ok(())

@@ -47,7 +47,8 @@ fn start_demo(dir: &std::path::Path) -> (Running, String, Vec<String>) {
     let running = Running(child);
     let mut lines = Vec::new();
     let mut url = None;
-    for line in BufReader::new(stdout).lines() {
+    let mut reader = BufReader::new(stdout).lines();
+    for line in reader.by_ref() {
         let line = line.unwrap();
         if let Some(u) = line.strip_prefix("hirewire demo is running at ") {
             url = Some(u.trim_end_matches('/').to_owned());
@@ -58,6 +59,8 @@ fn start_demo(dir: &std::path::Path) -> (Running, String, Vec<String>) {
             break;
         }
     }
+    // Keep reading: closing the pipe would break the demo's later output.
+    std::thread::spawn(move || reader.for_each(drop));
     (running, url.expect("the demo prints its URL"), lines)
 }
 
@@ -68,10 +71,14 @@ fn the_demo_answers_health_within_ten_seconds_and_seeds_only_once() {
     let (demo, url, lines) = start_demo(dir.path());
     let deadline = started + Duration::from_secs(10);
     loop {
-        if let Some((200, _)) = get(&format!("{url}/healthz")) {
+        let answer = get(&format!("{url}/healthz"));
+        if let Some((200, _)) = answer {
             break;
         }
-        assert!(Instant::now() < deadline, "no /healthz answer within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz answer within 10 s from {url}: {answer:?} {lines:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let printed: Vec<&String> = lines.iter().filter(|l| l.contains("password")).collect();
@@ -267,4 +274,142 @@ fn help_lists_every_serve_flag_with_its_environment_variable() {
     ] {
         assert!(help.contains(var), "{var} in help");
     }
+}
+
+/// Runs `hirewire ARGS` on `dir` with `stdin`, and returns the output.
+fn run(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = hirewire()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_legacy_grant_is_imported_sealed_and_keys_rotate_re_seals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = hirewire()
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(started.status.success());
+    let add = run(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--org",
+            "Acme",
+            "--email",
+            "riley@acme.example",
+            "--role",
+            "recruiter",
+        ],
+        "",
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let no_key = run(
+        dir.path(),
+        &[
+            "import",
+            "legacy-scheduler-grant",
+            "--user",
+            "riley@acme.example",
+            "--provider",
+            "microsoft",
+            "--refresh-token-stdin",
+            "--scopes",
+            "Calendars.Read",
+        ],
+        "legacy-refresh-token-value\n",
+    );
+    assert!(!no_key.status.success(), "importing needs the secrets key");
+    let keyfile = dir.path().join("secrets.key");
+    // A key file in the documented format (`ID BASE64KEY`, current key first).
+    std::fs::write(
+        &keyfile,
+        "k0 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let imported = run(
+        dir.path(),
+        &[
+            "import",
+            "legacy-scheduler-grant",
+            "--user",
+            "riley@acme.example",
+            "--provider",
+            "microsoft",
+            "--refresh-token-stdin",
+            "--scopes",
+            "Calendars.Read offline_access",
+        ],
+        "legacy-refresh-token-value\n",
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert!(String::from_utf8_lossy(&imported.stdout).contains("legacy"));
+
+    let rotated = run(dir.path(), &["keys", "rotate"], "");
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let keys: Vec<String> = std::fs::read_to_string(&keyfile)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "the new key first, the old one kept");
+    assert_eq!(keys[1], "k0");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grants = rt.block_on(async {
+        let store = hirewire_store::Store::connect(&hirewire_store::StoreConfig {
+            database_url: None,
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        store.all_grants().await.unwrap()
+    });
+    assert_eq!(grants.len(), 1);
+    let sealed = grants[0].refresh_token_sealed.clone().unwrap();
+    assert!(
+        sealed.starts_with(&format!("v1.{}.", keys[0])),
+        "re-sealed under the new key: {sealed}"
+    );
+    assert!(grants[0].legacy);
+    let db = std::fs::read(dir.path().join("hirewire.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("hirewire.db-wal")).unwrap_or_default();
+    let needle = b"legacy-refresh-token-value";
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle)
+    );
 }

@@ -410,3 +410,32 @@ both_backends! {
         assert_eq!(res.json::<Value>().await.unwrap()["access_level"], "off");
     }
 }
+
+both_backends! {
+    async fn a_legacy_calendar_grant_keeps_working_and_asks_for_reauthorization(db: TestDb) {
+        let world = World::start(&db).await;
+        let (org, client) = setup(&world, "microsoft").await;
+        // A refresh token the older scheduling integration obtained (calendar only).
+        let landing = world.authorize(&client, "/settings/email-calendar/calendar/authorize", &[], "adele@acme.example", Answer::AcceptAll).await;
+        come_back(&world, &client, landing).await;
+        let issued = world.control(Method::GET, "/_sandbox/grants", None).await;
+        let old_refresh = issued["refresh_tokens"][0]["token"].as_str().unwrap().to_owned();
+        let riley = world.app.store.user_by_email_key(&hirewire_domain::email::AddressKey::of("riley@acme.example")).await.unwrap().unwrap();
+        world.app.store.delete_grant(riley.id, CapabilityKind::Calendar).await.unwrap();
+        let grant = hirewire_server::integrations::import_legacy_grant(&world.app.state, &riley, hirewire_providers::Provider::Microsoft, &old_refresh, "Calendars.Read offline_access", Some("adele@acme.example")).await.unwrap();
+        assert!(grant.legacy);
+        assert_eq!(grant.permission_version, 0);
+        let (_, body) = page(&client, world.app.at("/settings/email-calendar")).await;
+        assert!(body.contains("older scheduling integration") && body.contains("id=\"authorize-calendar\">Reauthorize<"), "{body}");
+        assert!(body.contains("id=\"row-calendar\" data-status=\"active\""), "it keeps serving meanwhile");
+        // It serves what it can: the old refresh token still gets an access token.
+        hirewire_server::integrations::access_token(&world.app.state, riley.id, CapabilityKind::Calendar).await.unwrap();
+        // One click: Reauthorize replaces it with a current grant.
+        let landing = world.authorize(&client, "/settings/email-calendar/calendar/authorize", &[], "adele@acme.example", Answer::AcceptAll).await;
+        let (_, body) = come_back(&world, &client, landing).await;
+        assert!(body.contains("data-code=\"authorized\"") && !body.contains("older scheduling integration"), "{body}");
+        let g = world.app.store.grant(riley.id, CapabilityKind::Calendar).await.unwrap().unwrap();
+        assert!(!g.legacy && g.permission_version >= 2);
+        let _ = org;
+    }
+}
