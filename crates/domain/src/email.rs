@@ -64,7 +64,10 @@ impl EmailAddress {
 
     /// The domain part, lowercased.
     pub fn domain(&self) -> String {
-        self.0.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default()
+        self.0
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default()
     }
 }
 
@@ -166,7 +169,10 @@ mod tests {
 
     #[test]
     fn keys_fold_unicode_case_and_trim() {
-        assert_eq!(AddressKey::of("  ÉLODIE@Example.COM "), AddressKey::of("élodie@example.com"));
+        assert_eq!(
+            AddressKey::of("  ÉLODIE@Example.COM "),
+            AddressKey::of("élodie@example.com")
+        );
         assert_eq!(AddressKey::of("ÖMER@x.de").as_str(), "ömer@x.de");
     }
 
@@ -175,14 +181,20 @@ mod tests {
         assert_eq!(EmailAddress::parse(""), Err(EmailError::Empty));
         assert_eq!(EmailAddress::parse("no-at-sign"), Err(EmailError::Shape));
         assert_eq!(EmailAddress::parse("a@"), Err(EmailError::Shape));
-        assert_eq!(EmailAddress::parse("a b@x.com"), Err(EmailError::BadCharacter));
+        assert_eq!(
+            EmailAddress::parse("a b@x.com"),
+            Err(EmailError::BadCharacter)
+        );
         assert_eq!(EmailAddress::parse("a@-x.com"), Err(EmailError::BadDomain));
         assert!(EmailAddress::parse(" Jane.Doe+cv@Example.com ").is_ok());
     }
 
     #[test]
     fn mail_domains_are_lowercased_and_need_a_dot() {
-        assert_eq!(MailDomain::parse("@ACME.example").unwrap().as_str(), "acme.example");
+        assert_eq!(
+            MailDomain::parse("@ACME.example").unwrap().as_str(),
+            "acme.example"
+        );
         assert!(MailDomain::parse("localhost").is_err());
     }
 

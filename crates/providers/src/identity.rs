@@ -318,7 +318,10 @@ impl IdentityClient {
         pkce_verifier: &PkceVerifier,
     ) -> Result<TokenSet, ProviderError> {
         let client = self.oauth(Some(redirect_uri))?;
-        let http = OAuthHttp { http: &self.http, idempotent: false };
+        let http = OAuthHttp {
+            http: &self.http,
+            idempotent: false,
+        };
         let body = client
             .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(
@@ -341,7 +344,10 @@ impl IdentityClient {
     /// working until revoked); Google usually sends none, and then `refresh_token` is the one passed in.
     pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenSet, ProviderError> {
         let client = self.oauth(None)?;
-        let http = OAuthHttp { http: &self.http, idempotent: true };
+        let http = OAuthHttp {
+            http: &self.http,
+            idempotent: true,
+        };
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
         let body = client
             .exchange_refresh_token(&rt)
