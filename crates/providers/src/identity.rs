@@ -586,6 +586,29 @@ fn query_map(query: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// oauth2's HTTP client, over [`HttpClient::send`].
+///
+/// A named type rather than a closure: a closure's future is not `Send` for
+/// every lifetime (a compiler limitation with higher-ranked closures), which
+/// would make every caller's future non-`Send` and unusable in axum handlers.
+struct OAuthHttp<'a> {
+    http: &'a HttpClient,
+    idempotent: bool,
+}
+
+type OAuthFuture<'c> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, ProviderError>> + Send + 'c>,
+>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp<'_> {
+    type Error = ProviderError;
+    type Future = OAuthFuture<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.http.send(request, self.idempotent))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,28 +659,5 @@ mod tests {
                 ..
             }
         ));
-    }
-}
-
-/// oauth2's HTTP client, over [`HttpClient::send`].
-///
-/// A named type rather than a closure: a closure's future is not `Send` for
-/// every lifetime (a compiler limitation with higher-ranked closures), which
-/// would make every caller's future non-`Send` and unusable in axum handlers.
-struct OAuthHttp<'a> {
-    http: &'a HttpClient,
-    idempotent: bool,
-}
-
-type OAuthFuture<'c> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, ProviderError>> + Send + 'c>,
->;
-
-impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp<'_> {
-    type Error = ProviderError;
-    type Future = OAuthFuture<'c>;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(self.http.send(request, self.idempotent))
     }
 }

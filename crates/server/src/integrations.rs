@@ -503,7 +503,7 @@ async fn finish_grant(
             granted_scopes,
             ..
         } => (code, granted_scopes),
-        Callback::Error { error, .. } => return learn_from(state, user, org, &error, now).await,
+        Callback::Error { error, .. } => return learn_from(state, user, &error, now).await,
     };
     let Some(verifier) = pending
         .pkce_verifier_sealed
@@ -523,7 +523,7 @@ async fn finish_grant(
         .await
     {
         Ok(t) => t,
-        Err(e) => return learn_from(state, user, org, &e, now).await,
+        Err(e) => return learn_from(state, user, &e, now).await,
     };
     let cap = capability_of(kind);
     let access = access_of(org.settings.access_level);
@@ -550,7 +550,7 @@ async fn finish_grant(
     }
     let address = match org.client.account_address(cap, &tokens).await {
         Ok(a) => a,
-        Err(e) => return learn_from(state, user, org, &e, now).await,
+        Err(e) => return learn_from(state, user, &e, now).await,
     };
     match store_tokens(
         state,
@@ -632,13 +632,7 @@ async fn store_tokens(
 
 /// Turns a provider failure into a notice, and records what the org's admin
 /// must do when the failure says so.
-async fn learn_from(
-    state: &AppState,
-    user: &User,
-    org: &OrgProvider,
-    e: &ProviderError,
-    now: Timestamp,
-) -> Notice {
+async fn learn_from(state: &AppState, user: &User, e: &ProviderError, now: Timestamp) -> Notice {
     let detail = match e {
         ProviderError::NeedAdminApproval(_) => Some(format!(
             "{} saw “Need admin approval” when authorizing",
@@ -650,14 +644,13 @@ async fn learn_from(
         )),
         _ => None,
     };
-    if let Some(d) = detail {
-        if let Err(err) = state
+    if let Some(d) = detail
+        && let Err(err) = state
             .store
             .set_consent_state(user.org_id, ConsentState::Needed, None, Some(&d), now)
             .await
-        {
-            tracing::error!(error = %err, "could not record the consent state");
-        }
+    {
+        tracing::error!(error = %err, "could not record the consent state");
     }
     audit(
         state,
@@ -667,7 +660,6 @@ async fn learn_from(
         now,
     )
     .await;
-    let _ = org;
     provider_notice(e)
 }
 
