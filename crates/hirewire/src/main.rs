@@ -152,6 +152,10 @@ struct ServeArgs {
     /// Sign-in attempts allowed per client address per 15 minutes.
     #[arg(long, env = "HIREWIRE_SIGN_IN_PER_CLIENT", default_value_t = 50)]
     sign_in_per_client: u32,
+    /// Serve every provider host (Microsoft identity, Graph, Google OAuth, Gmail, Calendar) from this one base
+    /// URL, at their real paths: for a `hirewire sandbox`. Default: the real services.
+    #[arg(long, env = "HIREWIRE_PROVIDER_BASE_URL")]
+    provider_base_url: Option<Url>,
     /// Database connections in the pool.
     #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
@@ -409,6 +413,10 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.session_ttl = Duration::from_secs(args.session_ttl_hours.max(1) * 3600);
     config.sign_in_limits.per_account = args.sign_in_per_account;
     config.sign_in_limits.per_client = args.sign_in_per_client;
+    if let Some(base) = &args.provider_base_url {
+        config.provider_endpoints = hirewire_providers::Endpoints::all_at(base.as_str());
+        tracing::warn!(%base, "provider endpoints point at a sandbox, not Microsoft or Google");
+    }
     let state = AppState::new(config, store, keyring, Arc::new(SystemClock));
     tracing::info!(%addr, public_url = %public_url, "hirewire is listening");
     hirewire_server::serve(state, listener, shutdown_signal()).await?;

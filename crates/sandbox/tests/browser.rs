@@ -49,13 +49,13 @@ async fn click(b: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
+/// The page's text; empty while a navigation replaces the page (the body
+/// found may go stale before its text is read), so callers poll.
 async fn text(b: &Client) -> String {
-    b.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    match b.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Waits until the browser is back at the app's redirect URI and returns its query.

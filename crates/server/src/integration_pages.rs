@@ -61,9 +61,10 @@ async fn render_settings(
     let (provider, rows) = integ::rows(state, &viewer.user).await?;
     let notice = notice.map(|n| {
         let (kind, retry_only) = match &n {
-            Notice::Partial { kind, missing } if provider == Some(Provider::Google) => {
-                (kind.as_str(), missing.clone())
-            }
+            Notice::Partial { kind, missing } if provider == Some(Provider::Google) => (
+                kind.as_str(),
+                missing.iter().map(|(scope, _)| scope.clone()).collect(),
+            ),
             Notice::Partial { kind, .. }
             | Notice::Authorized(kind)
             | Notice::NotConnected(kind) => (kind.as_str(), Vec::new()),

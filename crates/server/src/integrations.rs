@@ -86,10 +86,10 @@ pub enum Notice {
     NoProvider,
     NotConfigured,
     EmailOff,
-    /// A partial grant: these scopes are missing (normalized).
+    /// A partial grant: these scopes (normalized) are missing, each with what it is for.
     Partial {
         kind: CapabilityKind,
-        missing: Vec<String>,
+        missing: Vec<(String, String)>,
     },
     StateInvalid(&'static str),
     Provider {
@@ -139,7 +139,7 @@ impl Notice {
             Notice::EmailOff => "Your organization's admin has turned email access off.".into(),
             Notice::Partial { missing, .. } => format!(
                 "{p} did not grant every permission hirewire asked for, so nothing was connected. Missing: {}. Authorize again and leave every permission ticked.",
-                missing.join(", ")
+                missing.iter().map(|(scope, purpose)| format!("{scope} ({purpose})")).collect::<Vec<_>>().join("; ")
             ),
             Notice::StateInvalid(why) => format!("That authorization could not be finished: {why}. Start again from this page."),
             Notice::Provider { message, .. } => message.clone(),
@@ -539,7 +539,11 @@ async fn finish_grant(
             state,
             user,
             "integration.partial_grant",
-            &missing_list(&missing).join(" "),
+            &missing
+                .iter()
+                .map(|n| n.scope)
+                .collect::<Vec<_>>()
+                .join(" "),
             now,
         )
         .await;
@@ -565,18 +569,26 @@ async fn finish_grant(
     .await
     {
         Ok(()) => {
-            if org.settings.consent_state == ConsentState::Needed {
-                // Someone got through: whatever blocked the org is resolved.
-                let _ = state
+            // Someone got through without a recorded admin consent: for
+            // Microsoft that shows user consent is allowed ("not required");
+            // for Google whatever blocked the org is resolved (its admin
+            // trust stays invisible, so "unknown").
+            let learned = match (org.provider, org.settings.consent_state) {
+                (Provider::Microsoft, ConsentState::Unknown | ConsentState::Needed) => {
+                    Some(ConsentState::NotRequired)
+                }
+                (Provider::Google, ConsentState::Needed) => Some(ConsentState::Unknown),
+                _ => None,
+            };
+            if let Some(learned) = learned {
+                let detail = format!("{} authorized without an admin's approval", user.email);
+                if let Err(e) = state
                     .store
-                    .set_consent_state(
-                        user.org_id,
-                        ConsentState::Unknown,
-                        None,
-                        Some("a recruiter authorized successfully"),
-                        now,
-                    )
-                    .await;
+                    .set_consent_state(user.org_id, learned, None, Some(&detail), now)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not record the consent state");
+                }
             }
             audit(state, user, "integration.authorized", kind.as_str(), now).await;
             Notice::Authorized(kind)
@@ -585,8 +597,11 @@ async fn finish_grant(
     }
 }
 
-fn missing_list(missing: &[ScopeNeed]) -> Vec<String> {
-    missing.iter().map(|n| n.scope.to_owned()).collect()
+fn missing_list(missing: &[ScopeNeed]) -> Vec<(String, String)> {
+    missing
+        .iter()
+        .map(|n| (n.scope.to_owned(), n.purpose.to_owned()))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1263,7 +1278,7 @@ pub async fn rows(
                 row.status = "needs_reauth";
                 row.status_label = "Needs reauthorization".into();
                 row.detail = g.status_reason.clone();
-                row.can_authorize = !consent_blocked;
+                row.can_authorize = true;
                 row.authorize_label = "Reauthorize";
             }
             Some(g) => {
@@ -1285,7 +1300,7 @@ pub async fn rows(
                             what.join("; ").to_lowercase()
                         )
                     });
-                    row.can_authorize = !consent_blocked;
+                    row.can_authorize = true;
                     row.authorize_label = "Reauthorize";
                 }
             }
@@ -1295,15 +1310,20 @@ pub async fn rows(
                 row.detail = Some("Your organization's admin has turned email access off.".into());
             }
             None if consent_blocked => {
+                // hirewire cannot see when the provider's admin acts (Google's
+                // trust is invisible; Entra assignments too), so the recruiter
+                // can always try again.
                 row.status = "waiting_admin";
                 row.status_label = "Waiting for your admin".into();
                 row.detail = Some(format!(
-                    "Your {} admin must approve hirewire first ({}). Your hirewire admin has been told on the Email provider page.",
+                    "Your {} admin must approve hirewire first ({}). Your hirewire admin sees this on the Email provider page; try again once they have.",
                     p.display_name(),
                     s.consent_detail
                         .clone()
                         .unwrap_or_else(|| "admin approval required".into())
                 ));
+                row.can_authorize = true;
+                row.authorize_label = "Try again";
             }
             None => {
                 row.can_authorize = true;

@@ -37,6 +37,8 @@ pub struct TestApp {
 pub struct TestOptions {
     pub sign_in_limits: SignInLimits,
     pub trust_proxy: bool,
+    /// Pretend the app is published at this URL (e.g. https, for cookie flags).
+    pub public_url: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -48,6 +50,7 @@ impl Default for TestOptions {
                 window: std::time::Duration::from_secs(60),
             },
             trust_proxy: false,
+            public_url: None,
         }
     }
 }
@@ -73,7 +76,11 @@ impl TestApp {
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let url = format!("http://{addr}");
-        let mut config = Config::new(format!("{url}/").parse().expect("url"));
+        let public = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{url}/"));
+        let mut config = Config::new(public.parse().expect("url"));
         config.password_cost = TEST_PASSWORD_COST;
         config.sign_in_limits = options.sign_in_limits;
         config.trust_proxy = options.trust_proxy;

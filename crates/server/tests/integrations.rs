@@ -439,3 +439,82 @@ both_backends! {
         let _ = org;
     }
 }
+
+/// Starts an authorization and returns the `state` hirewire put in the provider URL.
+async fn started_state(world: &World, client: &reqwest::Client, kind: &str) -> String {
+    let settings = page(client, world.app.at("/settings/email-calendar"))
+        .await
+        .1;
+    let csrf = hidden_csrf(&settings).unwrap();
+    let res = client
+        .post(
+            world
+                .app
+                .at(&format!("/settings/email-calendar/{kind}/authorize")),
+        )
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+both_backends! {
+    async fn failures_that_need_an_admin_are_learned_and_shown_to_everyone_who_must_act(db: TestDb) {
+        for (provider, error) in [
+            ("microsoft", "error=access_denied&error_description=AADSTS50105%3A+The+signed+in+user+is+not+assigned+to+a+role+for+the+application."),
+            ("microsoft", "error=consent_required&error_description=AADSTS90094%3A+The+grant+requires+admin+permission."),
+            ("google", "error=admin_policy_enforced"),
+        ] {
+            let world = World::start(&db).await;
+            let org_name = format!("Org {provider} {}", error.len());
+            let org = world.app.org(&org_name, &[]).await;
+            let domain = if provider == "microsoft" { "ms" } else { "g" };
+            world.app.user(org, &format!("admin@{domain}{}.example", error.len()), ADMIN, "admin-password").await;
+            let first = format!("first@{domain}{}.example", error.len());
+            let second = format!("second@{domain}{}.example", error.len());
+            world.app.user(org, &first, RECRUITER, "riley-password").await;
+            world.app.user(org, &second, RECRUITER, "riley-password").await;
+            world.use_provider(org, provider, None, AccessLevelSetting::SendAndView).await;
+            let client = world.app.signed_in(&first, "riley-password").await;
+            // The provider sends the browser back with the failure.
+            let state = started_state(&world, &client, "inbox").await;
+            let (status, body) = page(&client, world.app.at(&format!("/oauth/{provider}/callback?{error}&state={state}"))).await;
+            assert_eq!(status, 400);
+            assert!(body.contains("data-code=\"admin_approval_required\"") || body.contains("data-code=\"user_not_assigned\""), "{body}");
+            let settings = world.app.store.provider_settings(org).await.unwrap().unwrap();
+            assert_eq!(settings.consent_state, ConsentState::Needed, "{error}");
+            assert!(settings.consent_detail.unwrap().contains(&first), "who hit it is recorded");
+            // Another recruiter is told who must act, and can still try.
+            let other = world.app.signed_in(&second, "riley-password").await;
+            let (_, body) = page(&other, world.app.at("/settings/email-calendar")).await;
+            assert!(body.contains("id=\"row-inbox\" data-status=\"waiting_admin\"") && body.contains("admin must approve hirewire first"), "{body}");
+            assert!(body.contains("id=\"authorize-inbox\">Try again<"));
+        }
+    }
+
+    async fn a_recruiter_consenting_without_an_admin_shows_admin_consent_is_not_required(db: TestDb) {
+        let world = World::start(&db).await;
+        let (org, client) = setup(&world, "microsoft").await;
+        let landing = world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await;
+        come_back(&world, &client, landing).await;
+        assert_eq!(world.app.store.provider_settings(org).await.unwrap().unwrap().consent_state, ConsentState::NotRequired);
+    }
+
+    async fn a_user_not_assigned_to_the_app_is_stopped_at_microsoft(db: TestDb) {
+        let world = World::start(&db).await;
+        let (_, client) = setup(&world, "microsoft").await;
+        world.control(Method::PUT, "/_sandbox/tenants/acme.example/policy", Some(json!({"user_consent_allowed": true, "assignment_required": true, "assignments": {}}))).await;
+        match world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await {
+            // Microsoft shows AADSTS50105 on its own page and does not come back.
+            Landing::Page(_, html) => assert!(html.contains("AADSTS50105"), "{html}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -222,3 +222,77 @@ both_backends! {
         assert_eq!(client.get(app.at("/candidates")).send().await.unwrap().status(), 303);
     }
 }
+
+/// Posts the sign-in form as `email` from the given `X-Forwarded-For` address.
+async fn attempt_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    forwarded: &str,
+) -> u16 {
+    let csrf = hidden_csrf(
+        &client
+            .get(app.at("/sign-in"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    client
+        .post(app.at("/sign-in"))
+        .header("x-forwarded-for", forwarded)
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("email", email),
+            ("password", "wrong-password"),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+both_backends! {
+    async fn sign_in_is_rate_limited_per_client_address_which_honours_forwarded_for_only_behind_a_trusted_proxy(db: TestDb) {
+        let limits = SignInLimits { per_account: 100, per_client: 2, window: std::time::Duration::from_secs(3600) };
+        let app = TestApp::start_with(&db, TestOptions { sign_in_limits: limits, trust_proxy: true, ..Default::default() }).await;
+        acme(&app).await;
+        let client = app.browserless();
+        let mut statuses = Vec::new();
+        for email in ["a1@acme.example", "a2@acme.example", "a3@acme.example"] {
+            statuses.push(attempt_from(&app, &client, email, "10.0.0.1").await);
+        }
+        assert_eq!(statuses, [401, 401, 429], "one address, many accounts: limited");
+        assert_eq!(attempt_from(&app, &client, "a4@acme.example", "10.0.0.2").await, 401, "another client address is not");
+
+        // Without --trust-proxy the header is ignored: every attempt is the socket's.
+        let direct = TestApp::start_with(&db, TestOptions { sign_in_limits: limits, trust_proxy: false, ..Default::default() }).await;
+        let client = direct.browserless();
+        let mut statuses = Vec::new();
+        for (email, ip) in [("b1@acme.example", "10.0.0.1"), ("b2@acme.example", "10.0.0.2"), ("b3@acme.example", "10.0.0.3")] {
+            statuses.push(attempt_from(&direct, &client, email, ip).await);
+        }
+        assert_eq!(statuses, [401, 401, 429], "spoofed headers do not escape the limit");
+    }
+
+    async fn the_session_cookie_is_secure_when_the_public_url_is_https(db: TestDb) {
+        let app = TestApp::start_with(&db, TestOptions { public_url: Some("https://hirewire.acme.example/".into()), ..Default::default() }).await;
+        acme(&app).await;
+        let client = app.browserless();
+        let csrf = hidden_csrf(&client.get(app.at("/sign-in")).send().await.unwrap().text().await.unwrap()).unwrap();
+        let res = client
+            .post(app.at("/sign-in"))
+            .form(&[("_csrf", csrf.as_str()), ("email", "riley@acme.example"), ("password", "riley-password"), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let cookie = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("hw_session=")).unwrap();
+        assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    }
+}
