@@ -117,6 +117,14 @@ pub enum ProviderError {
     /// The provider said something hirewire does not understand. Logged; shown as a generic failure.
     #[error("provider protocol error: {0}")]
     Protocol(String),
+    /// An incremental-sync cursor is no longer accepted (Graph delta token expired: 410; Gmail history id too
+    /// old: 404). Nothing is lost on the provider side: run a full resync of the window, then start a new
+    /// incremental cursor ([`crate::mail::MailReader::start_incremental`]).
+    #[error("{provider:?} sync cursor expired; a full resync is needed")]
+    CursorExpired {
+        /// Whose mailbox.
+        provider: Provider,
+    },
 }
 
 impl ProviderError {
@@ -192,6 +200,10 @@ impl ProviderError {
                 "Something went wrong talking to the email provider. Please try again; if it keeps happening, tell your admin."
                     .to_owned()
             }
+            ProviderError::CursorExpired { provider } => format!(
+                "hirewire is catching up with your {} mailbox from the start of the sync window. This happens by itself.",
+                provider.display_name()
+            ),
         }
     }
 

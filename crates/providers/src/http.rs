@@ -222,6 +222,23 @@ impl HttpClient {
         url: &str,
         bearer: Option<&Secret>,
     ) -> Result<T, ProviderError> {
+        let resp = self.get(url, bearer, &[]).await?;
+        let status = resp.status();
+        if status.is_success() {
+            return parse_json(url, resp.body());
+        }
+        Err(api_error(provider, status.as_u16(), resp.body()))
+    }
+
+    /// A bearer-authenticated, retried GET with extra headers (Graph `Prefer`). Returns any non-retried
+    /// response, 4xx included, so callers can give some statuses their own meaning (410, 404) before
+    /// [`api_error`].
+    pub(crate) async fn get(
+        &self,
+        url: &str,
+        bearer: Option<&Secret>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, ProviderError> {
         let mut b = ::http::Request::get(url).header(::http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             b = b.header(
@@ -229,20 +246,13 @@ impl HttpClient {
                 format!("Bearer {}", token.expose()),
             );
         }
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
         let req = b
             .body(Vec::new())
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
-        let resp = self.send(req, true).await?;
-        let status = resp.status();
-        if status.is_success() {
-            return serde_json::from_slice(resp.body()).map_err(|e| {
-                ProviderError::Protocol(format!(
-                    "unexpected body from {url_path}: {e}",
-                    url_path = path_of(url)
-                ))
-            });
-        }
-        Err(api_error(provider, status.as_u16(), resp.body()))
+        self.send(req, true).await
     }
 
     /// A form POST (Google `/revoke`). Not retried on 5xx.
@@ -265,6 +275,16 @@ impl HttpClient {
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
         self.send(req, false).await
     }
+}
+
+/// Parses a success body, naming only the URL's path in the error (the query may carry ids or tokens).
+pub(crate) fn parse_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ProviderError::Protocol(format!(
+            "unexpected body from {url_path}: {e}",
+            url_path = path_of(url)
+        ))
+    })
 }
 
 fn path_of(url: &str) -> String {
@@ -309,14 +329,15 @@ pub(crate) fn api_error(provider: Provider, status: u16, body: &[u8]) -> Provide
     let google_reason = err["errors"][0]["reason"].as_str().unwrap_or("");
     match status {
         401 => ProviderError::TokenRejected,
+        // Google's rate-limit 403s also say `PERMISSION_DENIED`: the reason decides, so check it first.
+        403 if matches!(google_reason, "userRateLimitExceeded" | "rateLimitExceeded") => {
+            ProviderError::Throttled { retry_after: None }
+        }
         403 if code == "ErrorAccessDenied"
             || google_reason == "insufficientPermissions"
             || err["status"] == "PERMISSION_DENIED" =>
         {
             ProviderError::reauth(provider, ReauthReason::MissingPermissions)
-        }
-        403 if matches!(google_reason, "userRateLimitExceeded" | "rateLimitExceeded") => {
-            ProviderError::Throttled { retry_after: None }
         }
         _ => ProviderError::Protocol(format!(
             "API answered {status}: {}",

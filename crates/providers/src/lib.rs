@@ -9,6 +9,8 @@
 //!   exchange, refresh), the signed-in address, revocation and Microsoft admin consent.
 //! - [`ProviderError`]: every failure, as what the server must do next, with a sentence for the person.
 //! - [`http::HttpClient`]: the one HTTP client all provider calls go through.
+//! - [`MailReader`]: the mail-read half (issue "Email Integrations"): window listing, raw messages, incremental
+//!   changes and address search over Graph and Gmail (see [`mail`]).
 //!
 //! The same code talks to the real services and to the sandbox (`crates/sandbox`); only [`Endpoints`] differ.
 
@@ -16,6 +18,7 @@ pub mod endpoints;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod mail;
 pub mod scopes;
 pub mod secret;
 
@@ -29,6 +32,7 @@ pub use identity::{
     AdminConsentCallback, AuthorizeRequest, Callback, IdClaims, IdentityClient, PkceVerifier,
     Revocation, TokenSet,
 };
+pub use mail::{Changes, MailReader, MessageRef, Page, PageCursor, RawMessage, SyncCursor};
 pub use secret::Secret;
 
 /// The email and calendar provider an organization uses.

@@ -1,0 +1,1107 @@
+//! Reading recruiters' mailboxes: [`MailReader`], one type for both providers.
+//!
+//! The sync engine needs four things, and each provider has one faithful way to do each:
+//!
+//! | need | Microsoft Graph | Gmail |
+//! |---|---|---|
+//! | backfill a window, newest first ([`MailReader::list_page`]) | `GET /me/messages` with `$filter=receivedDateTime ge …`, `$orderby=receivedDateTime desc`, `$top`, following `@odata.nextLink`. **Not** a filtered delta: that is capped at 5,000 messages (PROVIDERS.md §14) | `messages.list` with `q=after:<epoch s>`, `maxResults`, `pageToken` |
+//! | the message bytes ([`MailReader::fetch_raw`]) | rebuilt from the message JSON (see below) | `messages.get?format=raw` (base64url of the exact bytes) |
+//! | a starting point for incremental sync ([`MailReader::start_incremental`]) | an **unfiltered** delta round per folder (Inbox, Sent Items), following `nextLink` to the `deltaLink` | `users.getProfile` `historyId` |
+//! | what changed since ([`MailReader::changes`]) | each folder's `deltaLink`; `@removed` items are removals | `history.list` with `messageAdded` / `messageDeleted` |
+//!
+//! Every call goes through [`HttpClient`] (timeouts, retries, `Retry-After`) with the grant's bearer token,
+//! and fails with a [`ProviderError`] that says what to do: `Throttled { retry_after }` (reschedule),
+//! `TokenRejected` (refresh, retry), `NeedsReauthorization(MissingPermissions)` (403 for a missing scope),
+//! and [`ProviderError::CursorExpired`] when a delta token (Graph 410) or history id (Gmail 404) is too old:
+//! run a full resync of the window with [`MailReader::list_page`], then [`MailReader::start_incremental`].
+//!
+//! Graph requests carry `Prefer: IdType="ImmutableId"`, so message ids do not change when a message moves
+//! (e.g. Inbox → Archive), and the ids from listing, fetching and delta agree.
+//!
+//! **Graph raw bytes.** Real Graph serves a message's MIME at `GET /me/messages/{id}/$value`; the sandbox does
+//! not (docs/sandbox.md, "Not yet there"), so this adapter does not depend on it. It rebuilds an RFC 5322
+//! message from what Graph returns as JSON: the original transport headers (`internetMessageHeaders`, minus
+//! the MIME structure headers), the body as Graph renders it (HTML, UTF-8, base64), and each file attachment
+//! (`/attachments`, `contentBytes`) as a part of a `multipart/mixed`. Addresses, ids, subject, date and
+//! threading headers are the original ones, which is what `hirewire_mail::parse_envelope` reads; the body
+//! part structure and charsets are Graph's rendering, not the sender's. When `internetMessageHeaders` is
+//! missing, the headers are built from the structured fields (`from`, `toRecipients`, …). Switching to
+//! `$value` later changes only [`MailReader::fetch_raw`].
+//!
+//! Wire structs are private to this module; everything returned is a plain Rust type.
+
+use std::collections::{BTreeSet, HashMap};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::endpoints::Endpoints;
+use crate::error::ProviderError;
+use crate::http::{HttpClient, Response, api_error, parse_json};
+use crate::{Provider, Secret};
+
+/// Graph folders watched by incremental sync: mail from and to the recruiter.
+const GRAPH_WATCHED_FOLDERS: [&str; 2] = ["inbox", "sentitems"];
+/// Gmail labels whose messages are not conversation with anyone (skipped by [`MailReader::changes`]).
+const GMAIL_SKIPPED_LABELS: [&str; 3] = ["DRAFT", "SPAM", "TRASH"];
+/// Page size of Graph delta rounds.
+const GRAPH_DELTA_PAGE: u32 = 500;
+/// Page size of searches.
+const SEARCH_PAGE: u32 = 500;
+const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
+
+/// A message as listed: enough to decide whether to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageRef {
+    /// The provider's message id (Gmail id; Graph immutable id). Pass it to [`MailReader::fetch_raw`].
+    pub id: String,
+    /// Gmail `threadId` or Graph `conversationId`, when the listing carries it (Graph `@removed` items and
+    /// some delta updates do not).
+    pub thread_id: Option<String>,
+    /// When the provider received it. Gmail listings and history do not carry it (only `id`, `threadId`):
+    /// `None` there; [`RawMessage::received_at`] has it.
+    pub received_at: Option<Timestamp>,
+}
+
+/// One page of a window listing, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The messages of this page.
+    pub items: Vec<MessageRef>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
+}
+
+/// Where the next page of a listing starts (Graph `@odata.nextLink`, Gmail `nextPageToken`). Opaque; it can be
+/// saved with [`PageCursor::as_str`] and restored with [`PageCursor::from_saved`] to resume a backfill. Pass the
+/// same `since` when continuing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor(String);
+
+impl PageCursor {
+    /// The cursor as a string, for storage.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor saved with [`PageCursor::as_str`].
+    pub fn from_saved(saved: impl Into<String>) -> Self {
+        PageCursor(saved.into())
+    }
+}
+
+/// A message's RFC 5322 bytes, as the mail pipeline (`hirewire_mail::parse_envelope`) reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The provider's message id.
+    pub id: String,
+    /// Gmail `threadId` or Graph `conversationId`.
+    pub thread_id: Option<String>,
+    /// Gmail `internalDate`, Graph `receivedDateTime`.
+    pub received_at: Option<Timestamp>,
+    /// The message. Gmail: the exact stored bytes. Graph: rebuilt from its JSON (see the module docs).
+    pub raw: Vec<u8>,
+}
+
+/// The incremental-sync position of a mailbox (Graph: one delta link per watched folder; Gmail: a history id).
+/// Opaque; save it with [`SyncCursor::as_str`] and restore it with [`SyncCursor::from_saved`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncCursor(String);
+
+impl SyncCursor {
+    /// The cursor as a string, for storage (it contains no token or secret).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor saved with [`SyncCursor::as_str`].
+    pub fn from_saved(saved: impl Into<String>) -> Self {
+        SyncCursor(saved.into())
+    }
+
+    fn encode(state: &CursorState) -> Self {
+        SyncCursor(serde_json::to_string(state).expect("cursor state serializes"))
+    }
+
+    fn decode(&self) -> Result<CursorState, ProviderError> {
+        serde_json::from_str(&self.0)
+            .map_err(|e| ProviderError::Protocol(format!("unreadable sync cursor: {e}")))
+    }
+}
+
+/// What is inside a [`SyncCursor`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "p", rename_all = "snake_case")]
+enum CursorState {
+    /// Folder well-known name → its `@odata.deltaLink`.
+    Graph { delta_links: Vec<(String, String)> },
+    /// Gmail `historyId`.
+    Gmail { history_id: String },
+}
+
+/// What changed in the mailbox since a [`SyncCursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// New messages, and (Graph) messages that changed or moved into a watched folder. Merge idempotently:
+    /// Graph may replay a round, and an entry may be one the engine already has.
+    pub added: Vec<MessageRef>,
+    /// Ids no longer in the mailbox (Gmail `messagesDeleted`) or no longer in a watched folder (Graph
+    /// `@removed`: deleted, or moved out of Inbox / Sent Items; Graph does not say which).
+    pub removed: Vec<String>,
+    /// Where the next call starts. Save it only after `added` and `removed` are applied.
+    pub next: SyncCursor,
+}
+
+/// Reads one recruiter's mailbox at Microsoft Graph or Gmail. Cheap to clone. The access token is passed to each
+/// call, so the caller can refresh it between calls (after [`ProviderError::TokenRejected`]).
+#[derive(Debug, Clone)]
+pub struct MailReader {
+    provider: Provider,
+    endpoints: Endpoints,
+    http: HttpClient,
+}
+
+impl MailReader {
+    /// A reader for `provider`'s mail API at `endpoints`.
+    pub fn new(provider: Provider, endpoints: Endpoints, http: HttpClient) -> Self {
+        MailReader {
+            provider,
+            endpoints,
+            http,
+        }
+    }
+
+    /// Whose mail API this reads.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// One page of the messages received at or after `since`, newest first. Start with `cursor: None`, then pass
+    /// the previous page's `next` (and the same `since`) until it is `None`. `page_size` is clamped to what the
+    /// provider allows (Graph 1–1000, Gmail 1–500). Covers every folder but Gmail spam and trash.
+    pub async fn list_page(
+        &self,
+        token: &Secret,
+        cursor: Option<&PageCursor>,
+        since: Timestamp,
+        page_size: u32,
+    ) -> Result<Page, ProviderError> {
+        match self.provider {
+            Provider::Microsoft => {
+                let url = match cursor {
+                    Some(c) => self.checked_graph_link(c.as_str())?,
+                    None => self.graph_list_url(since, page_size.clamp(1, 1000), &[])?,
+                };
+                let list: GraphList = self.graph_get(token, &url).await?;
+                Ok(Page {
+                    items: list.value.iter().filter_map(GraphItem::to_ref).collect(),
+                    next: list.next_link.map(PageCursor),
+                })
+            }
+            Provider::Google => {
+                let q = format!("after:{}", since.as_second());
+                let list = self
+                    .gmail_list(
+                        token,
+                        &q,
+                        page_size.clamp(1, 500),
+                        cursor.map(PageCursor::as_str),
+                    )
+                    .await?;
+                Ok(Page {
+                    items: list.messages.into_iter().map(GmailId::into_ref).collect(),
+                    next: list.next_page_token.map(PageCursor),
+                })
+            }
+        }
+    }
+
+    /// The message `id` as RFC 5322 bytes, with its thread and received time.
+    pub async fn fetch_raw(&self, token: &Secret, id: &str) -> Result<RawMessage, ProviderError> {
+        match self.provider {
+            Provider::Google => {
+                let url = self.gmail_url(&["messages", id], &[("format", "raw")])?;
+                let m: GmailRaw = self.google_get(token, &url).await?;
+                let raw = decode_base64url(&m.raw)?;
+                Ok(RawMessage {
+                    id: m.id,
+                    thread_id: m.thread_id,
+                    received_at: m
+                        .internal_date
+                        .as_deref()
+                        .and_then(|ms| ms.parse::<i64>().ok())
+                        .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+                    raw,
+                })
+            }
+            Provider::Microsoft => {
+                let mut url = self.graph_url(&["me", "messages", id])?;
+                url.query_pairs_mut().append_pair(
+                    "$select",
+                    "id,conversationId,receivedDateTime,sentDateTime,internetMessageId,subject,from,sender,\
+                     toRecipients,ccRecipients,bccRecipients,replyTo,hasAttachments,body,internetMessageHeaders",
+                );
+                let m: GraphMessage = self.graph_get(token, url.as_str()).await?;
+                let attachments = if m.has_attachments {
+                    let url = self.graph_url(&["me", "messages", id, "attachments"])?;
+                    let list: GraphAttachments = self.graph_get(token, url.as_str()).await?;
+                    list.value
+                } else {
+                    Vec::new()
+                };
+                Ok(RawMessage {
+                    raw: build_mime(&m, &attachments)?,
+                    id: m.id,
+                    thread_id: m.conversation_id,
+                    received_at: m.received.as_deref().and_then(parse_ts),
+                })
+            }
+        }
+    }
+
+    /// A cursor for [`MailReader::changes`] at the mailbox's current state. Graph: an unfiltered delta round
+    /// of Inbox and Sent Items (it pages through every message of both folders once and keeps only the final
+    /// `deltaLink`s; a filtered delta would be capped at 5,000 messages). Gmail: the profile's `historyId`.
+    /// Take it **before** a backfill so nothing that arrives during the backfill is missed.
+    pub async fn start_incremental(&self, token: &Secret) -> Result<SyncCursor, ProviderError> {
+        match self.provider {
+            Provider::Google => {
+                let url = self.gmail_url(&["profile"], &[])?;
+                let p: GmailProfile = self.google_get(token, &url).await?;
+                Ok(SyncCursor::encode(&CursorState::Gmail {
+                    history_id: p.history_id,
+                }))
+            }
+            Provider::Microsoft => {
+                let mut delta_links = Vec::new();
+                for folder in GRAPH_WATCHED_FOLDERS {
+                    let mut url =
+                        self.graph_url(&["me", "mailFolders", folder, "messages", "delta"])?;
+                    url.query_pairs_mut()
+                        .append_pair("$select", "id,conversationId,receivedDateTime")
+                        .append_pair("$top", &GRAPH_DELTA_PAGE.to_string());
+                    let (_, link) = self.graph_delta_round(token, url.into()).await?;
+                    delta_links.push((folder.to_owned(), link));
+                }
+                Ok(SyncCursor::encode(&CursorState::Graph { delta_links }))
+            }
+        }
+    }
+
+    /// What changed since `cursor`. Fails with [`ProviderError::CursorExpired`] when the provider no longer
+    /// accepts it (Graph 410, Gmail 404): resync the window, then [`MailReader::start_incremental`] again.
+    pub async fn changes(
+        &self,
+        token: &Secret,
+        cursor: &SyncCursor,
+    ) -> Result<Changes, ProviderError> {
+        match (self.provider, cursor.decode()?) {
+            (Provider::Microsoft, CursorState::Graph { delta_links }) => {
+                let mut added: Vec<MessageRef> = Vec::new();
+                let mut removed = BTreeSet::new();
+                let mut next_links = Vec::new();
+                for (folder, link) in delta_links {
+                    let link = self.checked_graph_link(&link)?;
+                    let (items, next) = self.graph_delta_round(token, link).await?;
+                    for item in items {
+                        if item.removed.is_some() {
+                            removed.insert(item.id);
+                        } else if let Some(r) = item.to_ref() {
+                            added.retain(|a| a.id != r.id);
+                            added.push(r);
+                        }
+                    }
+                    next_links.push((folder, next));
+                }
+                // A move between watched folders is a removal from one and an addition to the other.
+                let removed = removed
+                    .into_iter()
+                    .filter(|id| !added.iter().any(|a| &a.id == id))
+                    .collect();
+                Ok(Changes {
+                    added,
+                    removed,
+                    next: SyncCursor::encode(&CursorState::Graph {
+                        delta_links: next_links,
+                    }),
+                })
+            }
+            (Provider::Google, CursorState::Gmail { history_id }) => {
+                self.gmail_changes(token, &history_id).await
+            }
+            _ => Err(ProviderError::Protocol(
+                "sync cursor belongs to the other provider".into(),
+            )),
+        }
+    }
+
+    /// Messages received at or after `since` from or to `address` (To and Cc), deduplicated.
+    ///
+    /// Gmail: two `messages.list` queries, `from:` and `to:` (the sandbox, like much of what hirewire relies on,
+    /// has no `OR`), each with `after:`; order is unspecified (Gmail listings carry no time).
+    /// Graph: the sandbox supports `$filter` only on dates and has no `$search`, so the window is listed with
+    /// `from`/`toRecipients`/`ccRecipients`/`bccRecipients` selected and matched here (case-insensitive). That
+    /// costs a listing of the whole window; with real Graph a `$search="participants:…"` would be cheaper but is
+    /// not used until it can be tested. Newest first.
+    pub async fn search_by_address(
+        &self,
+        token: &Secret,
+        address: &str,
+        since: Timestamp,
+    ) -> Result<Vec<MessageRef>, ProviderError> {
+        let address = address.trim();
+        if address.is_empty() || address.contains(char::is_whitespace) || address.contains('"') {
+            return Err(ProviderError::Protocol(format!(
+                "not a searchable address: {address:?}"
+            )));
+        }
+        match self.provider {
+            Provider::Google => {
+                let mut seen = BTreeSet::new();
+                let mut out = Vec::new();
+                for field in ["from", "to"] {
+                    let q = format!("{field}:{address} after:{}", since.as_second());
+                    let mut token_page: Option<String> = None;
+                    loop {
+                        let list = self
+                            .gmail_list(token, &q, SEARCH_PAGE, token_page.as_deref())
+                            .await?;
+                        for m in list.messages {
+                            if seen.insert(m.id.clone()) {
+                                out.push(m.into_ref());
+                            }
+                        }
+                        match list.next_page_token {
+                            Some(t) => token_page = Some(t),
+                            None => break,
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Provider::Microsoft => {
+                let mut url = self.graph_list_url(
+                    since,
+                    1000,
+                    &["from", "toRecipients", "ccRecipients", "bccRecipients"],
+                )?;
+                let mut out = Vec::new();
+                loop {
+                    let list: GraphList = self.graph_get(token, &url).await?;
+                    for item in &list.value {
+                        if item.involves(address)
+                            && let Some(r) = item.to_ref()
+                        {
+                            out.push(r);
+                        }
+                    }
+                    match list.next_link {
+                        Some(next) => url = self.checked_graph_link(&next)?,
+                        None => break,
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    // ---- Graph ----
+
+    fn graph_url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
+        let mut url = url::Url::parse(&format!("{}/v1.0", self.endpoints.graph))
+            .map_err(|e| ProviderError::Protocol(format!("bad Graph base URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ProviderError::Protocol("bad Graph base URL".into()))?
+            .extend(segments);
+        Ok(url)
+    }
+
+    fn graph_list_url(
+        &self,
+        since: Timestamp,
+        top: u32,
+        extra_select: &[&str],
+    ) -> Result<String, ProviderError> {
+        let since = Timestamp::from_second(since.as_second())
+            .map_err(|e| ProviderError::Protocol(format!("bad window start: {e}")))?;
+        let mut select = "id,conversationId,receivedDateTime".to_owned();
+        for s in extra_select {
+            select.push(',');
+            select.push_str(s);
+        }
+        let mut url = self.graph_url(&["me", "messages"])?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &format!("receivedDateTime ge {since}"))
+            .append_pair("$orderby", "receivedDateTime desc")
+            .append_pair("$top", &top.to_string())
+            .append_pair("$select", &select);
+        Ok(url.into())
+    }
+
+    /// A `nextLink`/`deltaLink` from Graph or a saved cursor: followed only if it points at the configured Graph
+    /// host, so the bearer token never goes anywhere else.
+    fn checked_graph_link(&self, link: &str) -> Result<String, ProviderError> {
+        let base = format!("{}/v1.0/", self.endpoints.graph);
+        let url = url::Url::parse(link)
+            .map_err(|_| ProviderError::Protocol("Graph paging link is not a URL".into()))?;
+        let ours = url::Url::parse(&base)
+            .map_err(|e| ProviderError::Protocol(format!("bad Graph base URL: {e}")))?;
+        if url.origin() != ours.origin() || !url.path().starts_with(ours.path()) {
+            return Err(ProviderError::Protocol(
+                "Graph paging link points outside Microsoft Graph".into(),
+            ));
+        }
+        Ok(link.to_owned())
+    }
+
+    async fn graph_get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        url: &str,
+    ) -> Result<T, ProviderError> {
+        let resp = self.http.get(url, Some(token), &[PREFER_IMMUTABLE]).await?;
+        self.json_or_error(url, resp)
+    }
+
+    /// Follows a delta round from `url` to its `@odata.deltaLink`; returns every item on the way and that link.
+    /// 410 (or a `SyncStateNotFound` / `resyncRequired` code) is [`ProviderError::CursorExpired`].
+    async fn graph_delta_round(
+        &self,
+        token: &Secret,
+        mut url: String,
+    ) -> Result<(Vec<GraphItem>, String), ProviderError> {
+        let mut items = Vec::new();
+        loop {
+            let resp = self
+                .http
+                .get(&url, Some(token), &[PREFER_IMMUTABLE])
+                .await?;
+            if !resp.status().is_success() && graph_sync_state_gone(&resp) {
+                return Err(ProviderError::CursorExpired {
+                    provider: Provider::Microsoft,
+                });
+            }
+            let page: GraphList = self.json_or_error(&url, resp)?;
+            items.extend(page.value);
+            match (page.next_link, page.delta_link) {
+                (Some(next), _) => url = self.checked_graph_link(&next)?,
+                (None, Some(delta)) => return Ok((items, self.checked_graph_link(&delta)?)),
+                (None, None) => {
+                    return Err(ProviderError::Protocol(
+                        "Graph delta page has neither nextLink nor deltaLink".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    // ---- Gmail ----
+
+    fn gmail_url(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<String, ProviderError> {
+        let mut url = url::Url::parse(&format!("{}/gmail/v1/users/me", self.endpoints.gmail))
+            .map_err(|e| ProviderError::Protocol(format!("bad Gmail base URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ProviderError::Protocol("bad Gmail base URL".into()))?
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url.into())
+    }
+
+    async fn google_get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        url: &str,
+    ) -> Result<T, ProviderError> {
+        let resp = self.http.get(url, Some(token), &[]).await?;
+        self.json_or_error(url, resp)
+    }
+
+    async fn gmail_list(
+        &self,
+        token: &Secret,
+        q: &str,
+        max: u32,
+        page_token: Option<&str>,
+    ) -> Result<GmailList, ProviderError> {
+        let max = max.to_string();
+        let mut query = vec![("q", q), ("maxResults", max.as_str())];
+        if let Some(t) = page_token {
+            query.push(("pageToken", t));
+        }
+        let url = self.gmail_url(&["messages"], &query)?;
+        self.google_get(token, &url).await
+    }
+
+    async fn gmail_changes(&self, token: &Secret, start: &str) -> Result<Changes, ProviderError> {
+        let mut added: Vec<MessageRef> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("startHistoryId", start),
+                ("historyTypes", "messageAdded"),
+                ("historyTypes", "messageDeleted"),
+                ("maxResults", "500"),
+            ];
+            if let Some(t) = page_token.as_deref() {
+                query.push(("pageToken", t));
+            }
+            let url = self.gmail_url(&["history"], &query)?;
+            let resp = self.http.get(&url, Some(token), &[]).await?;
+            if resp.status() == 404 {
+                return Err(ProviderError::CursorExpired {
+                    provider: Provider::Google,
+                });
+            }
+            let page: GmailHistory = self.json_or_error(&url, resp)?;
+            // Records are in chronological order: a later deletion cancels an earlier addition.
+            for record in page.history {
+                for a in record.messages_added {
+                    let skipped = a
+                        .message
+                        .label_ids
+                        .iter()
+                        .any(|l| GMAIL_SKIPPED_LABELS.contains(&l.as_str()));
+                    if !skipped && !added.iter().any(|m| m.id == a.message.id) {
+                        removed.retain(|id| id != &a.message.id);
+                        added.push(a.message.into_ref());
+                    }
+                }
+                for d in record.messages_deleted {
+                    added.retain(|m| m.id != d.message.id);
+                    if !removed.contains(&d.message.id) {
+                        removed.push(d.message.id);
+                    }
+                }
+            }
+            match page.next_page_token {
+                Some(t) => page_token = Some(t),
+                None => {
+                    return Ok(Changes {
+                        added,
+                        removed,
+                        next: SyncCursor::encode(&CursorState::Gmail {
+                            history_id: page.history_id,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+
+    fn json_or_error<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        resp: Response,
+    ) -> Result<T, ProviderError> {
+        if resp.status().is_success() {
+            parse_json(url, resp.body())
+        } else {
+            Err(api_error(
+                self.provider,
+                resp.status().as_u16(),
+                resp.body(),
+            ))
+        }
+    }
+}
+
+fn graph_sync_state_gone(resp: &Response) -> bool {
+    if resp.status() == 410 {
+        return true;
+    }
+    let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap_or_default();
+    let code = v["error"]["code"].as_str().unwrap_or("");
+    code.eq_ignore_ascii_case("syncStateNotFound") || code.eq_ignore_ascii_case("resyncRequired")
+}
+
+fn parse_ts(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
+}
+
+/// Gmail's base64url, with or without padding.
+fn decode_base64url(s: &str) -> Result<Vec<u8>, ProviderError> {
+    let trimmed: String = s
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && *c != '=')
+        .collect();
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .map_err(|e| ProviderError::Protocol(format!("Gmail raw message is not base64url: {e}")))
+}
+
+// ---- Wire shapes (private) ----
+
+#[derive(Debug, Deserialize)]
+struct GraphList {
+    #[serde(default)]
+    value: Vec<GraphItem>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphItem {
+    id: String,
+    conversation_id: Option<String>,
+    #[serde(rename = "receivedDateTime")]
+    received: Option<String>,
+    #[serde(rename = "@removed")]
+    removed: Option<serde_json::Value>,
+    from: Option<GraphRecipient>,
+    #[serde(default)]
+    to_recipients: Vec<GraphRecipient>,
+    #[serde(default)]
+    cc_recipients: Vec<GraphRecipient>,
+    #[serde(default)]
+    bcc_recipients: Vec<GraphRecipient>,
+}
+
+impl GraphItem {
+    fn to_ref(&self) -> Option<MessageRef> {
+        if self.removed.is_some() {
+            return None;
+        }
+        Some(MessageRef {
+            id: self.id.clone(),
+            thread_id: self.conversation_id.clone(),
+            received_at: self.received.as_deref().and_then(parse_ts),
+        })
+    }
+
+    fn involves(&self, address: &str) -> bool {
+        self.from
+            .iter()
+            .chain(&self.to_recipients)
+            .chain(&self.cc_recipients)
+            .chain(&self.bcc_recipients)
+            .any(|r| {
+                r.email_address
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| a.trim().eq_ignore_ascii_case(address))
+            })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphRecipient {
+    email_address: GraphEmailAddress,
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphEmailAddress {
+    name: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphMessage {
+    id: String,
+    conversation_id: Option<String>,
+    #[serde(rename = "receivedDateTime")]
+    received: Option<String>,
+    #[serde(rename = "sentDateTime")]
+    sent: Option<String>,
+    internet_message_id: Option<String>,
+    subject: Option<String>,
+    from: Option<GraphRecipient>,
+    sender: Option<GraphRecipient>,
+    #[serde(default)]
+    to_recipients: Vec<GraphRecipient>,
+    #[serde(default)]
+    cc_recipients: Vec<GraphRecipient>,
+    #[serde(default)]
+    bcc_recipients: Vec<GraphRecipient>,
+    #[serde(default)]
+    reply_to: Vec<GraphRecipient>,
+    #[serde(default)]
+    has_attachments: bool,
+    body: Option<GraphBody>,
+    #[serde(default)]
+    internet_message_headers: Vec<GraphHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphBody {
+    content_type: Option<String>,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphHeader {
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphAttachments {
+    #[serde(default)]
+    value: Vec<GraphAttachment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphAttachment {
+    #[serde(rename = "@odata.type")]
+    odata_type: Option<String>,
+    name: Option<String>,
+    content_type: Option<String>,
+    #[serde(default)]
+    is_inline: bool,
+    content_id: Option<String>,
+    content_bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailList {
+    #[serde(default)]
+    messages: Vec<GmailId>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailId {
+    id: String,
+    thread_id: Option<String>,
+    #[serde(default)]
+    label_ids: Vec<String>,
+}
+
+impl GmailId {
+    fn into_ref(self) -> MessageRef {
+        MessageRef {
+            id: self.id,
+            thread_id: self.thread_id,
+            received_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailRaw {
+    id: String,
+    thread_id: Option<String>,
+    internal_date: Option<String>,
+    raw: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailProfile {
+    history_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailHistory {
+    #[serde(default)]
+    history: Vec<GmailHistoryRecord>,
+    history_id: String,
+    next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailHistoryRecord {
+    #[serde(default)]
+    messages_added: Vec<GmailHistoryMessage>,
+    #[serde(default)]
+    messages_deleted: Vec<GmailHistoryMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GmailHistoryMessage {
+    message: GmailId,
+}
+
+// ---- Rebuilding RFC 5322 from Graph JSON ----
+
+/// Header names whose meaning belongs to the original MIME structure, which the rebuilt message replaces.
+const MIME_STRUCTURE_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+    "content-disposition",
+];
+
+/// The message as RFC 5322 bytes (see the module docs for what is original and what is Graph's rendering).
+fn build_mime(m: &GraphMessage, attachments: &[GraphAttachment]) -> Result<Vec<u8>, ProviderError> {
+    let mut out = String::new();
+    let mut present: HashMap<String, ()> = HashMap::new();
+    for h in &m.internet_message_headers {
+        let name = h.name.trim();
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            || MIME_STRUCTURE_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+        {
+            continue;
+        }
+        present.insert(name.to_ascii_lowercase(), ());
+        push_header(&mut out, name, &h.value);
+    }
+    // Whatever the transport headers lack (or all of them, when Graph gave none) comes from the structured fields.
+    let mut fallback = |name: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty())
+            && !present.contains_key(&name.to_ascii_lowercase())
+        {
+            push_header(&mut out, name, &v);
+        }
+    };
+    fallback(
+        "From",
+        m.from
+            .as_ref()
+            .map(|r| address_list(std::slice::from_ref(r))),
+    );
+    if m.sender.as_ref().map(|s| &s.email_address.address)
+        != m.from.as_ref().map(|f| &f.email_address.address)
+    {
+        fallback(
+            "Sender",
+            m.sender
+                .as_ref()
+                .map(|r| address_list(std::slice::from_ref(r))),
+        );
+    }
+    fallback("To", Some(address_list(&m.to_recipients)));
+    fallback("Cc", Some(address_list(&m.cc_recipients)));
+    fallback("Bcc", Some(address_list(&m.bcc_recipients)));
+    fallback("Reply-To", Some(address_list(&m.reply_to)));
+    fallback("Subject", m.subject.as_deref().map(encode_word));
+    fallback(
+        "Date",
+        m.sent
+            .as_deref()
+            .or(m.received.as_deref())
+            .and_then(parse_ts)
+            .map(|t| {
+                jiff::fmt::rfc2822::DateTimePrinter::new()
+                    .timestamp_to_string(&t)
+                    .unwrap_or_default()
+            }),
+    );
+    fallback("Message-ID", m.internet_message_id.clone());
+
+    let (body_type, body) = match &m.body {
+        Some(b)
+            if b.content_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("text")) =>
+        {
+            ("text/plain", b.content.as_str())
+        }
+        Some(b) => ("text/html", b.content.as_str()),
+        None => ("text/plain", ""),
+    };
+    out.push_str("MIME-Version: 1.0\r\n");
+    let files: Vec<&GraphAttachment> = attachments
+        .iter()
+        .filter(|a| {
+            a.content_bytes.is_some()
+                && a.odata_type
+                    .as_deref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("#microsoft.graph.fileAttachment"))
+        })
+        .collect();
+    if files.is_empty() {
+        push_text_part(&mut out, body_type, body);
+        return Ok(out.into_bytes());
+    }
+    let boundary = format!("=_hirewire_{:016x}", rand::random::<u64>());
+    out.push_str(&format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    out.push_str(&format!("--{boundary}\r\n"));
+    push_text_part(&mut out, body_type, body);
+    for a in files {
+        let bytes = STANDARD
+            .decode(a.content_bytes.as_deref().unwrap_or("").trim())
+            .map_err(|e| ProviderError::Protocol(format!("attachment is not base64: {e}")))?;
+        let ct = a
+            .content_type
+            .as_deref()
+            .filter(|t| t.contains('/') && !t.contains(['\r', '\n', ';', '"']))
+            .unwrap_or("application/octet-stream");
+        let name = a.name.as_deref().unwrap_or("attachment");
+        out.push_str(&format!("\r\n--{boundary}\r\n"));
+        out.push_str(&format!("Content-Type: {ct}\r\n"));
+        out.push_str(&format!(
+            "Content-Disposition: {}; filename*=utf-8''{}\r\n",
+            if a.is_inline { "inline" } else { "attachment" },
+            percent_encode_2231(name)
+        ));
+        if let Some(cid) = a.content_id.as_deref().filter(|c| !c.is_empty()) {
+            let cid = cid.trim_matches(['<', '>']).replace(['\r', '\n'], "");
+            out.push_str(&format!("Content-ID: <{cid}>\r\n"));
+        }
+        out.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
+        push_base64_lines(&mut out, &bytes);
+    }
+    out.push_str(&format!("\r\n--{boundary}--\r\n"));
+    Ok(out.into_bytes())
+}
+
+fn push_header(out: &mut String, name: &str, value: &str) {
+    // One line per header: unfold, and never let a value start a new header.
+    let value: String = value
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    out.push_str(name);
+    out.push_str(": ");
+    out.push_str(value.trim());
+    out.push_str("\r\n");
+}
+
+fn push_text_part(out: &mut String, content_type: &str, text: &str) {
+    out.push_str(&format!(
+        "Content-Type: {content_type}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ));
+    push_base64_lines(out, text.as_bytes());
+}
+
+fn push_base64_lines(out: &mut String, bytes: &[u8]) {
+    let encoded = STANDARD.encode(bytes);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push_str("\r\n");
+    }
+}
+
+/// `Name <address>, …` with non-ASCII names as RFC 2047 words and other names quoted.
+fn address_list(list: &[GraphRecipient]) -> String {
+    list.iter()
+        .filter_map(|r| {
+            let addr = r.email_address.address.as_deref()?.trim();
+            if addr.is_empty() {
+                return None;
+            }
+            Some(match r.email_address.name.as_deref().map(str::trim) {
+                Some(n) if !n.is_empty() && n != addr => {
+                    if n.is_ascii() {
+                        format!("\"{}\" <{addr}>", n.replace(['\\', '"'], ""))
+                    } else {
+                        format!("{} <{addr}>", encode_word(n))
+                    }
+                }
+                _ => addr.to_owned(),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An RFC 2047 `B` word for non-ASCII text; ASCII as is.
+fn encode_word(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_owned()
+    } else {
+        format!("=?UTF-8?B?{}?=", STANDARD.encode(s.as_bytes()))
+    }
+}
+
+/// RFC 2231 / 5987 value characters.
+fn percent_encode_2231(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipient(name: &str, address: &str) -> GraphRecipient {
+        GraphRecipient {
+            email_address: GraphEmailAddress {
+                name: Some(name.into()),
+                address: Some(address.into()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_graph_message_keeps_transport_headers_and_drops_the_old_mime_structure() {
+        let m = GraphMessage {
+            id: "x".into(),
+            conversation_id: None,
+            received: None,
+            sent: None,
+            internet_message_id: Some("<a@b>".into()),
+            subject: Some("ignored: header wins".into()),
+            from: Some(recipient("Zoë", "zoe@example.org")),
+            sender: None,
+            to_recipients: vec![],
+            cc_recipients: vec![],
+            bcc_recipients: vec![],
+            reply_to: vec![],
+            has_attachments: true,
+            body: Some(GraphBody {
+                content_type: Some("html".into()),
+                content: "<p>hi</p>".into(),
+            }),
+            internet_message_headers: vec![
+                GraphHeader {
+                    name: "Subject".into(),
+                    value: "Hello\r\nBcc: evil@example.org".into(),
+                },
+                GraphHeader {
+                    name: "Content-Type".into(),
+                    value: "multipart/alternative; boundary=x".into(),
+                },
+            ],
+        };
+        let att = GraphAttachment {
+            odata_type: Some("#microsoft.graph.fileAttachment".into()),
+            name: Some("CV é.pdf".into()),
+            content_type: Some("application/pdf".into()),
+            is_inline: false,
+            content_id: None,
+            content_bytes: Some(STANDARD.encode(b"%PDF-1.4")),
+        };
+        let raw = String::from_utf8(build_mime(&m, &[att]).unwrap()).unwrap();
+        assert!(
+            raw.contains("Subject: Hello  Bcc: evil@example.org\r\n"),
+            "{raw}"
+        );
+        assert!(!raw.contains("\nBcc:"), "{raw}");
+        assert!(!raw.contains("boundary=x"), "{raw}");
+        assert!(raw.contains("From: =?UTF-8?B?"), "{raw}");
+        assert!(raw.contains("Message-ID: <a@b>\r\n"), "{raw}");
+        assert!(raw.contains("filename*=utf-8''CV%20%C3%A9.pdf"), "{raw}");
+        assert!(raw.contains("multipart/mixed"), "{raw}");
+    }
+
+    #[test]
+    fn gmail_raw_decodes_with_or_without_padding() {
+        assert_eq!(decode_base64url("aGk").unwrap(), b"hi");
+        assert_eq!(decode_base64url("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64url("-_8").unwrap(), [0xfb, 0xff]);
+    }
+}
