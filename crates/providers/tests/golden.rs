@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use hirewire_providers::{
     AppCredentials, Capability, ConfigProblem, Endpoints, HttpClient, HttpConfig, IdentityClient,
-    PkceVerifier, Provider, ProviderError, ReauthReason, RetryPolicy, Revocation, Secret, TokenSet,
+    MailReader, PkceVerifier, Provider, ProviderError, ReauthReason, RetryPolicy, Revocation,
+    Secret, TokenSet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,6 +17,9 @@ const COVERED: &[&str] = &[
     "google/api-error-insufficient-scope.json",
     "google/api-error-not-found.json",
     "google/api-error-unauthenticated.json",
+    "google/gmail-history.json",
+    "google/gmail-message-full.json",
+    "google/gmail-messages-list.json",
     "google/gmail-profile.json",
     "google/refresh-success.json",
     "google/revoke-error.json",
@@ -27,19 +31,10 @@ const COVERED: &[&str] = &[
     "microsoft/graph-error.json",
     "microsoft/graph-throttled.json",
     "microsoft/me.json",
-    "microsoft/token-error-consent-required.json",
-    "microsoft/token-success.json",
-];
-
-/// Mail fixtures the sandbox is already held to; the providers crate has no
-/// mail adapter yet (issue "Email Integrations"). Each moves to `COVERED`
-/// when the adapter that reads it lands, so none is forgotten.
-const AWAITING_MAIL_ADAPTER: &[&str] = &[
-    "google/gmail-history.json",
-    "google/gmail-message-full.json",
-    "google/gmail-messages-list.json",
     "microsoft/message.json",
     "microsoft/messages-delta-removed.json",
+    "microsoft/token-error-consent-required.json",
+    "microsoft/token-success.json",
 ];
 
 fn golden_dir() -> PathBuf {
@@ -49,8 +44,14 @@ fn golden_dir() -> PathBuf {
 /// Serves `fixture` with `status` to every request; returns the base URL.
 async fn serve(status: u16, fixture: &str) -> String {
     let body = std::fs::read(golden_dir().join(fixture)).expect("fixture exists");
+    serve_body(status, move |_| body.clone()).await
+}
+
+/// Serves the body `make(base URL)` with `status` to every request; returns the base URL.
+async fn serve_body(status: u16, make: impl FnOnce(&str) -> Vec<u8>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let body = make(&format!("http://{addr}"));
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -89,6 +90,22 @@ async fn serve(status: u16, fixture: &str) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+fn no_retry_http() -> HttpClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    HttpClient::new(HttpConfig {
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    })
+    .unwrap()
+}
+
+fn reader(provider: Provider, base: &str) -> MailReader {
+    MailReader::new(provider, Endpoints::all_at(base), no_retry_http())
 }
 
 fn client(provider: Provider, base: &str) -> IdentityClient {
@@ -158,11 +175,7 @@ fn every_golden_fixture_is_covered_by_these_tests() {
             }
         }
     }
-    let covered: BTreeSet<String> = COVERED
-        .iter()
-        .chain(AWAITING_MAIL_ADAPTER)
-        .map(|s| s.to_string())
-        .collect();
+    let covered: BTreeSet<String> = COVERED.iter().map(|s| s.to_string()).collect();
     assert_eq!(found, covered, "add new fixtures to COVERED and test them");
 }
 
@@ -389,4 +402,124 @@ async fn api_error_bodies_map_to_typed_errors() {
         matches!(e, ProviderError::Throttled { retry_after: None }),
         "{e:?}"
     );
+}
+
+fn window() -> jiff::Timestamp {
+    "2025-01-01T00:00:00Z".parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_gmail_messages_list_body_is_a_page_of_refs_with_a_next_cursor() {
+    let r = reader(
+        Provider::Google,
+        &serve(200, "google/gmail-messages-list.json").await,
+    );
+    let page = r
+        .list_page(&Secret::new("at"), None, window(), 100)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, "18f2c1a2b3c4d5e6");
+    assert_eq!(page.items[0].thread_id.as_deref(), Some("18f2c1a2b3c4d5e6"));
+    assert_eq!(
+        page.items[0].received_at, None,
+        "Gmail listings carry no time"
+    );
+    assert_eq!(page.next.unwrap().as_str(), "09876543210987654321");
+}
+
+#[tokio::test]
+async fn a_gmail_history_body_after_a_profile_history_id_gives_added_messages_and_the_next_history_id()
+ {
+    let token = Secret::new("at");
+    let start = reader(
+        Provider::Google,
+        &serve(200, "google/gmail-profile.json").await,
+    )
+    .start_incremental(&token)
+    .await
+    .unwrap();
+    let r = reader(
+        Provider::Google,
+        &serve(200, "google/gmail-history.json").await,
+    );
+    let c = r.changes(&token, &start).await.unwrap();
+    assert_eq!(c.added.len(), 1);
+    assert_eq!(c.added[0].id, "18f2…");
+    assert_eq!(c.added[0].thread_id.as_deref(), Some("18f2…"));
+    assert!(c.removed.is_empty());
+    assert_ne!(c.next, start);
+    assert!(c.next.as_str().contains("987731"), "{}", c.next.as_str());
+}
+
+#[tokio::test]
+async fn a_gmail_format_full_body_is_not_taken_for_a_raw_message() {
+    // The adapter asks for `format=raw` and never rebuilds MIME from a `full` payload tree: a body without
+    // `raw` is a protocol error, not a guess.
+    let r = reader(
+        Provider::Google,
+        &serve(200, "google/gmail-message-full.json").await,
+    );
+    let e = r
+        .fetch_raw(&Secret::new("at"), "18f2c1a2b3c4d5e6")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Protocol(m) if m.contains("raw")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_graph_message_body_without_transport_headers_becomes_mime_the_mail_pipeline_reads() {
+    let r = reader(
+        Provider::Microsoft,
+        &serve(200, "microsoft/message.json").await,
+    );
+    let m = r
+        .fetch_raw(&Secret::new("at"), "AAMkAGI2…AAA=")
+        .await
+        .unwrap();
+    assert_eq!(m.id, "AAMkAGI2…AAA=");
+    assert_eq!(m.thread_id.as_deref(), Some("AAQkAGI2…"));
+    assert_eq!(m.received_at, Some("2025-03-01T09:58:12Z".parse().unwrap()));
+    let env = hirewire_mail::parse_envelope(&m.raw);
+    assert_eq!(env.participants.from.len(), 1);
+    assert_eq!(env.participants.from[0].address, "jane@example.com");
+    assert_eq!(env.participants.from[0].name.as_deref(), Some("Jane Doe"));
+    assert_eq!(env.participants.to[0].address, "AdeleV@contoso.com");
+    assert!(env.participants.cc.is_empty());
+    assert_eq!(env.subject.as_deref(), Some("Re: Senior Rust role"));
+    assert_eq!(
+        env.message_id.as_deref(),
+        Some("CAF=abc123@mail.example.com")
+    );
+    let sent: jiff::Timestamp = "2025-03-01T09:58:09Z".parse().unwrap();
+    assert_eq!(env.date, Some(sent.as_second()));
+    let full = hirewire_mail::parse_full(&m.raw);
+    assert!(full.attachments.is_empty());
+    assert!(
+        full.html.as_deref().is_some_and(|h| h.contains("…")),
+        "{:?}",
+        full.html
+    );
+}
+
+#[tokio::test]
+async fn a_graph_delta_page_with_a_removed_item_reports_the_removal() {
+    let item = std::fs::read_to_string(golden_dir().join("microsoft/messages-delta-removed.json"))
+        .unwrap();
+    let base = serve_body(200, |base| {
+        format!(
+            r#"{{"@odata.context":"{base}/v1.0/$metadata#Collection(message)","@odata.deltaLink":"{base}/v1.0/me/mailFolders('inbox')/messages/delta?$deltatoken=GwcBoTmP","value":[{item}]}}"#
+        )
+        .into_bytes()
+    })
+    .await;
+    let r = reader(Provider::Microsoft, &base);
+    let token = Secret::new("at");
+    let cursor = r.start_incremental(&token).await.unwrap();
+    let c = r.changes(&token, &cursor).await.unwrap();
+    assert_eq!(c.removed, ["AAMkADk0…"]);
+    assert!(c.added.is_empty());
 }
