@@ -30,7 +30,7 @@
 //!
 //! Wire structs are private to this module; everything returned is a plain Rust type.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -299,27 +299,26 @@ impl MailReader {
     ) -> Result<Changes, ProviderError> {
         match (self.provider, cursor.decode()?) {
             (Provider::Microsoft, CursorState::Graph { delta_links }) => {
-                let mut added: Vec<MessageRef> = Vec::new();
-                let mut removed = BTreeSet::new();
+                // Within a folder the last word on an item wins (items can repeat across pages); across folders
+                // presence wins, so a move between watched folders is neither a removal nor lost.
+                let mut all = ChangeSet::default();
                 let mut next_links = Vec::new();
                 for (folder, link) in delta_links {
                     let link = self.checked_graph_link(&link)?;
                     let (items, next) = self.graph_delta_round(token, link).await?;
+                    let mut here = ChangeSet::default();
                     for item in items {
-                        if item.removed.is_some() {
-                            removed.insert(item.id);
-                        } else if let Some(r) = item.to_ref() {
-                            added.retain(|a| a.id != r.id);
-                            added.push(r);
+                        match item.to_ref() {
+                            Some(r) => here.add(r),
+                            None => here.remove(item.id, false),
                         }
                     }
+                    let (added, removed) = here.finish();
+                    added.into_iter().for_each(|r| all.add(r));
+                    removed.into_iter().for_each(|id| all.remove(id, true));
                     next_links.push((folder, next));
                 }
-                // A move between watched folders is a removal from one and an addition to the other.
-                let removed = removed
-                    .into_iter()
-                    .filter(|id| !added.iter().any(|a| &a.id == id))
-                    .collect();
+                let (added, removed) = all.finish();
                 Ok(Changes {
                     added,
                     removed,
@@ -541,8 +540,7 @@ impl MailReader {
     }
 
     async fn gmail_changes(&self, token: &Secret, start: &str) -> Result<Changes, ProviderError> {
-        let mut added: Vec<MessageRef> = Vec::new();
-        let mut removed: Vec<String> = Vec::new();
+        let mut changes = ChangeSet::default();
         let mut page_token: Option<String> = None;
         loop {
             let mut query = vec![
@@ -562,7 +560,7 @@ impl MailReader {
                 });
             }
             let page: GmailHistory = self.json_or_error(&url, resp)?;
-            // Records are in chronological order: a later deletion cancels an earlier addition.
+            // Records are in chronological order: the last word on a message wins.
             for record in page.history {
                 for a in record.messages_added {
                     let skipped = a
@@ -570,21 +568,18 @@ impl MailReader {
                         .label_ids
                         .iter()
                         .any(|l| GMAIL_SKIPPED_LABELS.contains(&l.as_str()));
-                    if !skipped && !added.iter().any(|m| m.id == a.message.id) {
-                        removed.retain(|id| id != &a.message.id);
-                        added.push(a.message.into_ref());
+                    if !skipped {
+                        changes.add(a.message.into_ref());
                     }
                 }
                 for d in record.messages_deleted {
-                    added.retain(|m| m.id != d.message.id);
-                    if !removed.contains(&d.message.id) {
-                        removed.push(d.message.id);
-                    }
+                    changes.remove(d.message.id, false);
                 }
             }
             match page.next_page_token {
                 Some(t) => page_token = Some(t),
                 None => {
+                    let (added, removed) = changes.finish();
                     return Ok(Changes {
                         added,
                         removed,
@@ -611,6 +606,50 @@ impl MailReader {
                 resp.body(),
             ))
         }
+    }
+}
+
+/// Additions and removals keyed by id, in order of first mention.
+#[derive(Default)]
+struct ChangeSet {
+    order: Vec<String>,
+    /// `Some`: present (added or changed); `None`: removed.
+    state: HashMap<String, Option<MessageRef>>,
+}
+
+impl ChangeSet {
+    fn add(&mut self, r: MessageRef) {
+        if !self.state.contains_key(&r.id) {
+            self.order.push(r.id.clone());
+        }
+        self.state.insert(r.id.clone(), Some(r));
+    }
+
+    /// Marks `id` removed; with `presence_wins`, an earlier addition stands.
+    fn remove(&mut self, id: String, presence_wins: bool) {
+        match self.state.get(&id) {
+            Some(Some(_)) if presence_wins => {}
+            Some(_) => {
+                self.state.insert(id, None);
+            }
+            None => {
+                self.order.push(id.clone());
+                self.state.insert(id, None);
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Vec<MessageRef>, Vec<String>) {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for id in self.order {
+            match self.state.remove(&id) {
+                Some(Some(r)) => added.push(r),
+                Some(None) => removed.push(id),
+                None => {}
+            }
+        }
+        (added, removed)
     }
 }
 
@@ -847,7 +886,7 @@ const MIME_STRUCTURE_HEADERS: [&str; 4] = [
 /// The message as RFC 5322 bytes (see the module docs for what is original and what is Graph's rendering).
 fn build_mime(m: &GraphMessage, attachments: &[GraphAttachment]) -> Result<Vec<u8>, ProviderError> {
     let mut out = String::new();
-    let mut present: HashMap<String, ()> = HashMap::new();
+    let mut present: HashSet<String> = HashSet::new();
     for h in &m.internet_message_headers {
         let name = h.name.trim();
         if name.is_empty()
@@ -856,13 +895,13 @@ fn build_mime(m: &GraphMessage, attachments: &[GraphAttachment]) -> Result<Vec<u
         {
             continue;
         }
-        present.insert(name.to_ascii_lowercase(), ());
+        present.insert(name.to_ascii_lowercase());
         push_header(&mut out, name, &h.value);
     }
     // Whatever the transport headers lack (or all of them, when Graph gave none) comes from the structured fields.
     let mut fallback = |name: &str, value: Option<String>| {
         if let Some(v) = value.filter(|v| !v.is_empty())
-            && !present.contains_key(&name.to_ascii_lowercase())
+            && !present.contains(&name.to_ascii_lowercase())
         {
             push_header(&mut out, name, &v);
         }
@@ -1096,6 +1135,28 @@ mod tests {
         assert!(raw.contains("Message-ID: <a@b>\r\n"), "{raw}");
         assert!(raw.contains("filename*=utf-8''CV%20%C3%A9.pdf"), "{raw}");
         assert!(raw.contains("multipart/mixed"), "{raw}");
+    }
+
+    fn r(id: &str) -> MessageRef {
+        MessageRef {
+            id: id.into(),
+            thread_id: None,
+            received_at: None,
+        }
+    }
+
+    #[test]
+    fn a_change_set_keeps_first_mention_order_and_lets_the_last_word_or_presence_win() {
+        let mut c = ChangeSet::default();
+        c.add(r("a"));
+        c.remove("b".into(), false);
+        c.add(r("c"));
+        c.remove("a".into(), false);
+        c.add(r("b"));
+        c.remove("c".into(), true);
+        let (added, removed) = c.finish();
+        assert_eq!(added, [r("b"), r("c")]);
+        assert_eq!(removed, ["a"]);
     }
 
     #[test]

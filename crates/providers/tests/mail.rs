@@ -511,3 +511,59 @@ async fn searching_a_graph_mailbox_by_address_finds_mail_from_and_to_it_in_the_w
 async fn searching_a_gmail_mailbox_by_address_finds_mail_from_and_to_it_in_the_window() {
     search_finds_from_and_to(Provider::Google).await;
 }
+
+#[tokio::test]
+async fn moving_a_message_to_the_archive_is_a_graph_removal_and_no_gmail_change() {
+    for provider in [Provider::Microsoft, Provider::Google] {
+        let (w, reader, token) = setup(provider, 20).await;
+        let id = inject(
+            &w,
+            provider,
+            json!({"from": CANDIDATES[0], "folder": "inbox"}),
+        )
+        .await;
+        let cursor = reader.start_incremental(&token).await.unwrap();
+        w.control(
+            Method::PATCH,
+            &format!("/_sandbox/mailboxes/{}/messages/{id}", user_of(provider)),
+            Some(json!({"folder": "archive"})),
+        )
+        .await;
+        let c = reader.changes(&token, &cursor).await.unwrap();
+        assert!(c.added.is_empty(), "{provider:?}: {c:?}");
+        match provider {
+            // Graph says only "@removed" when a message leaves a watched folder: the engine must not take it
+            // for a deletion (see `Changes::removed`).
+            Provider::Microsoft => assert_eq!(c.removed, [id]),
+            // Gmail archives by removing the INBOX label: not a message added or deleted.
+            Provider::Google => assert!(c.removed.is_empty(), "{c:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_paging_link_or_cursor_that_is_not_this_providers_is_refused() {
+    let (w, reader, token) = setup(Provider::Microsoft, 5).await;
+    let foreign = PageCursor::from_saved("http://127.0.0.1:9/v1.0/me/messages?$skip=10");
+    let e = reader
+        .list_page(&token, Some(&foreign), ts("2026-01-01T00:00:00Z"), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Protocol(m) if m.contains("outside Microsoft Graph")),
+        "{e:?}"
+    );
+    let gmail_token = token_for(&w, Provider::Google, Capability::Inbox).await;
+    let gmail = MailReader::new(Provider::Google, w.endpoints(), w.http());
+    let gmail_cursor = gmail.start_incremental(&gmail_token).await.unwrap();
+    let e = reader.changes(&token, &gmail_cursor).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Protocol(_)), "{e:?}");
+    let e = reader
+        .changes(
+            &token,
+            &hirewire_providers::SyncCursor::from_saved("garbage"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Protocol(_)), "{e:?}");
+}
