@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::calendar::Calendars;
 use crate::clock::Clock;
 use crate::faults::FaultBook;
 use crate::mailbox::Mailboxes;
@@ -87,6 +88,7 @@ pub struct Runtime {
 pub(crate) struct Inner {
     pub state: Mutex<State>,
     pub mail: Mutex<Mailboxes>,
+    pub cal: Mutex<Calendars>,
     pub rt: Mutex<Runtime>,
     pub clock: Arc<dyn Clock>,
     pub clock_offset: AtomicI64,
@@ -102,6 +104,7 @@ impl App {
         App(Arc::new(Inner {
             state: Mutex::new(state),
             mail: Mutex::new(Mailboxes::default()),
+            cal: Mutex::new(Calendars::default()),
             rt: Mutex::new(Runtime::default()),
             clock,
             clock_offset: AtomicI64::new(0),
@@ -147,6 +150,11 @@ impl App {
     /// Uses the mailboxes (runtime-only; see [`crate::mailbox`]).
     pub fn mail<R>(&self, f: impl FnOnce(&mut Mailboxes) -> R) -> R {
         f(&mut self.0.mail.lock().expect("mail lock"))
+    }
+
+    /// Uses the calendars (runtime-only; see [`crate::calendar`]).
+    pub fn cal<R>(&self, f: impl FnOnce(&mut Calendars) -> R) -> R {
+        f(&mut self.0.cal.lock().expect("calendar lock"))
     }
 
     /// Uses the runtime-only state.

@@ -18,6 +18,9 @@
 
 pub mod apis;
 pub mod app;
+pub mod calendar;
+pub mod calendar_api;
+pub mod calendar_control;
 pub mod clock;
 pub mod control;
 pub mod faults;
@@ -146,6 +149,8 @@ pub fn router(app: App) -> Router {
         .merge(google_identity::routes())
         .merge(apis::routes())
         .merge(mail_api::routes())
+        .merge(calendar_api::routes())
+        .merge(calendar_control::routes())
         .merge(control::routes())
         .merge(mail_control::routes())
         .merge(flow::routes())

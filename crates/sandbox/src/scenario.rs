@@ -228,6 +228,10 @@ pub struct Settings {
     pub graph_delta_expired_status: u16,
     /// [O/U] Error code of an expired Graph delta token.
     pub graph_delta_expired_code: String,
+    /// [U] What a Graph `POST /me/events` repeating an earlier `transactionId` gets: `"original"` (201 with the
+    /// original event, nothing created), `"conflict"` (409 `ErrorDuplicateTransactionId`) or `"ignore"` (a
+    /// second event is created).
+    pub graph_transaction_id_repeat: String,
 }
 
 impl Default for Settings {
@@ -257,6 +261,7 @@ impl Default for Settings {
             graph_delta_token_lifetime_secs: None,
             graph_delta_expired_status: 410,
             graph_delta_expired_code: "SyncStateNotFound".into(),
+            graph_transaction_id_repeat: "original".into(),
         }
     }
 }
