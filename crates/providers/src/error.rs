@@ -125,6 +125,13 @@ pub enum ProviderError {
         /// Whose mailbox.
         provider: Provider,
     },
+    /// The message no longer exists (deleted between listing and fetching: Graph 404 `ErrorItemNotFound`,
+    /// Gmail 404 `notFound`). Skip it; incremental sync reports the deletion.
+    #[error("{provider:?} message no longer exists")]
+    MessageGone {
+        /// Whose mailbox.
+        provider: Provider,
+    },
 }
 
 impl ProviderError {
@@ -199,6 +206,9 @@ impl ProviderError {
             ProviderError::Protocol(_) => {
                 "Something went wrong talking to the email provider. Please try again; if it keeps happening, tell your admin."
                     .to_owned()
+            }
+            ProviderError::MessageGone { .. } => {
+                "A message was deleted before hirewire could read it.".to_owned()
             }
             ProviderError::CursorExpired { provider } => format!(
                 "hirewire is catching up with your {} mailbox from the start of the sync window. This happens by itself.",

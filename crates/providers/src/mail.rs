@@ -14,6 +14,7 @@
 //! `TokenRejected` (refresh, retry), `NeedsReauthorization(MissingPermissions)` (403 for a missing scope),
 //! and [`ProviderError::CursorExpired`] when a delta token (Graph 410) or history id (Gmail 404) is too old:
 //! run a full resync of the window with [`MailReader::list_page`], then [`MailReader::start_incremental`].
+//! [`ProviderError::MessageGone`] means a message was deleted between listing and fetching: skip it.
 //!
 //! Graph requests carry `Prefer: IdType="ImmutableId"`, so message ids do not change when a message moves
 //! (e.g. Inbox → Archive), and the ids from listing, fetching and delta agree.
@@ -218,12 +219,14 @@ impl MailReader {
         }
     }
 
-    /// The message `id` as RFC 5322 bytes, with its thread and received time.
+    /// The message `id` as RFC 5322 bytes, with its thread and received time. A message deleted since it was
+    /// listed is [`ProviderError::MessageGone`]. Gmail: one `messages.get` (5 quota units, 20 in the 2026
+    /// model). Graph: one `GET` of the message, plus one of its attachments when it has any.
     pub async fn fetch_raw(&self, token: &Secret, id: &str) -> Result<RawMessage, ProviderError> {
         match self.provider {
             Provider::Google => {
                 let url = self.gmail_url(&["messages", id], &[("format", "raw")])?;
-                let m: GmailRaw = self.google_get(token, &url).await?;
+                let m: GmailRaw = self.message_get(token, &url, &[]).await?;
                 let raw = decode_base64url(&m.raw)?;
                 Ok(RawMessage {
                     id: m.id,
@@ -243,10 +246,14 @@ impl MailReader {
                     "id,conversationId,receivedDateTime,sentDateTime,internetMessageId,subject,from,sender,\
                      toRecipients,ccRecipients,bccRecipients,replyTo,hasAttachments,body,internetMessageHeaders",
                 );
-                let m: GraphMessage = self.graph_get(token, url.as_str()).await?;
+                let m: GraphMessage = self
+                    .message_get(token, url.as_str(), &[PREFER_IMMUTABLE])
+                    .await?;
                 let attachments = if m.has_attachments {
                     let url = self.graph_url(&["me", "messages", id, "attachments"])?;
-                    let list: GraphAttachments = self.graph_get(token, url.as_str()).await?;
+                    let list: GraphAttachments = self
+                        .message_get(token, url.as_str(), &[PREFER_IMMUTABLE])
+                        .await?;
                     list.value
                 } else {
                     Vec::new()
@@ -590,6 +597,22 @@ impl MailReader {
                 }
             }
         }
+    }
+
+    /// A GET of one message (or its attachments): 404 is [`ProviderError::MessageGone`].
+    async fn message_get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        let resp = self.http.get(url, Some(token), headers).await?;
+        if resp.status() == 404 {
+            return Err(ProviderError::MessageGone {
+                provider: self.provider,
+            });
+        }
+        self.json_or_error(url, resp)
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(

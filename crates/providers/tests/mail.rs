@@ -567,3 +567,23 @@ async fn a_paging_link_or_cursor_that_is_not_this_providers_is_refused() {
         .unwrap_err();
     assert!(matches!(e, ProviderError::Protocol(_)), "{e:?}");
 }
+
+#[tokio::test]
+async fn fetching_a_message_deleted_since_it_was_listed_is_message_gone() {
+    for provider in [Provider::Microsoft, Provider::Google] {
+        let (w, reader, token) = setup(provider, 5).await;
+        let id = inject(&w, provider, json!({"from": CANDIDATES[1]})).await;
+        w.control(
+            Method::DELETE,
+            &format!("/_sandbox/mailboxes/{}/messages/{id}", user_of(provider)),
+            None,
+        )
+        .await;
+        let e = reader.fetch_raw(&token, &id).await.unwrap_err();
+        assert!(
+            matches!(e, ProviderError::MessageGone { provider: p } if p == provider),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+    }
+}
