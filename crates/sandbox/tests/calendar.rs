@@ -124,6 +124,8 @@ fn assert_graph_event(v: &Value) {
     assert_graph("location", &v["location"]);
     assert_graph("responseStatus", &v["responseStatus"]);
     assert_graph("itemBody", &v["body"]);
+    assert_graph("recipient", &v["organizer"]);
+    assert_graph("emailAddress", &v["organizer"]["emailAddress"]);
     if v["onlineMeeting"].is_object() {
         assert_graph("onlineMeetingInfo", &v["onlineMeeting"]);
     }
@@ -671,6 +673,8 @@ async fn graph_calendar_view_delta_reports_changes_and_removals_then_410_after_e
     let v = body["value"].as_array().unwrap();
     assert_eq!(v.len(), 2, "{v:?}");
     assert_eq!(v[0]["subject"], "d");
+    assert_graph_event(&v[0]);
+    assert_graph("event", &v[1]);
     assert_eq!(v[1]["id"], b_id.as_str());
     assert_eq!(v[1]["@removed"]["reason"], "deleted");
     assert!(body["@odata.deltaLink"].is_string());
@@ -1423,4 +1427,47 @@ async fn seeding_generates_the_same_weekday_events_for_the_same_seed() {
         )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn calendar_batch_runs_each_part_as_its_own_call() {
+    let t = start().await;
+    let tok = google_token(&t, CAL).await;
+    // Bare LF line ends and a JSON body in a part, as the Python client sends them (PROVIDERS.md §13).
+    let insert = json!({"id": "batch00001", "summary": "from a batch",
+        "start": {"dateTime": "2026-12-01T09:00:00Z"}, "end": {"dateTime": "2026-12-01T10:00:00Z"}})
+    .to_string();
+    let body = format!(
+        "--B\nContent-Type: application/http\nContent-ID: <a>\n\nPOST /calendar/v3/calendars/primary/events?alt=json\nContent-Type: application/json\n\n{insert}\n--B\nContent-Type: application/http\nContent-ID: <b>\n\nGET /calendar/v3/calendars/primary/events/batch00001?alt=json\n\n--B\nContent-Type: application/http\nContent-ID: <c>\n\nGET /gmail/v1/users/me/profile\n\n--B--\n"
+    );
+    let r = t
+        .http
+        .post(t.url("/batch/calendar/v3"))
+        .bearer_auth(&tok)
+        .header("content-type", "multipart/mixed; boundary=B")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let parts: Vec<&str> = text
+        .split("--batch_")
+        .filter(|p| p.contains("HTTP/1.1"))
+        .collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    assert!(parts[0].contains("Content-ID: <response-a>") && parts[0].contains("HTTP/1.1 200 OK"));
+    assert!(
+        parts[1].contains("\"summary\":\"from a batch\""),
+        "{}",
+        parts[1]
+    );
+    assert!(
+        parts[2].contains("HTTP/1.1 404"),
+        "only Calendar paths: {}",
+        parts[2]
+    );
+    let (_, c) = t.control(Method::GET, "/_sandbox/counters", None).await;
+    assert_eq!(c["endpoints"]["calendar.events.insert"]["requests"], 1);
+    assert_eq!(c["endpoints"]["calendar.events.get"]["requests"], 1);
 }
