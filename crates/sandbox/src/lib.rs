@@ -10,7 +10,7 @@
 //! | `accounts.google.com` | `/o/oauth2/v2/auth` |
 //! | `oauth2.googleapis.com` | `/token`, `/revoke`, `/tokeninfo` |
 //! | `gmail.googleapis.com` | `/gmail/v1/...` |
-//! | `www.googleapis.com` | `/calendar/v3/...` |
+//! | `www.googleapis.com` | `/calendar/v3/...`, `/batch/calendar/v3` |
 //! | (the sandbox itself) | `/_sandbox/...` control API and sign-in form targets |
 
 // Handlers return a ready `Response` as their error: that is the axum idiom, and the size does not matter here.
@@ -299,7 +299,8 @@ pub async fn run(args: SandboxCliArgs) -> anyhow::Result<()> {
         handle.base_url()
     );
     println!(
-        "  Google:    {}/o/oauth2/v2/auth  token: {}/token  Gmail: {}/gmail/v1",
+        "  Google:    {}/o/oauth2/v2/auth  token: {}/token  Gmail: {}/gmail/v1  Calendar: {}/calendar/v3",
+        handle.base_url(),
         handle.base_url(),
         handle.base_url(),
         handle.base_url()
