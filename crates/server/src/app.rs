@@ -75,7 +75,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/assets/app.css", get(stylesheet))
         .fallback(pages::not_found)
-        .layer(TraceLayer::new_for_http())
+        // Spans carry the method and path only: query strings can hold OAuth
+        // codes and states, which must not reach the logs.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

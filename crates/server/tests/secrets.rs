@@ -49,6 +49,7 @@ async fn a_full_authorize_refresh_and_deauthorize_logs_no_token_or_secret() {
         .app
         .signed_in("riley@acme.example", "riley-password")
         .await;
+    let mut codes = Vec::new();
     for path in [
         "/settings/email-calendar/inbox/authorize",
         "/settings/email-calendar/calendar/authorize",
@@ -59,6 +60,13 @@ async fn a_full_authorize_refresh_and_deauthorize_logs_no_token_or_secret() {
         else {
             panic!("no callback")
         };
+        let callback = url::Url::parse(&url).unwrap();
+        codes.extend(
+            callback
+                .query_pairs()
+                .filter(|(k, _)| k == "code" || k == "state")
+                .map(|(_, v)| v.into_owned()),
+        );
         assert!(
             client
                 .get(url)
@@ -84,6 +92,8 @@ async fn a_full_authorize_refresh_and_deauthorize_logs_no_token_or_secret() {
         text.len()
     );
     let mut secrets = vec![world.google.1.clone(), "riley-password".to_owned()];
+    assert_eq!(codes.len(), 4, "two codes and two states");
+    secrets.extend(codes);
     for list in ["refresh_tokens", "access_tokens"] {
         for t in issued[list].as_array().unwrap() {
             secrets.push(t["token"].as_str().unwrap().to_owned());
