@@ -587,3 +587,72 @@ async fn fetching_a_message_deleted_since_it_was_listed_is_message_gone() {
         assert!(!e.is_retryable());
     }
 }
+
+async fn many_messages_come_back_in_order(provider: Provider) {
+    let (w, reader, token) = setup(provider, 120).await;
+    let all = sandbox_messages(&w, provider).await;
+    let gone = inject(&w, provider, json!({"from": CANDIDATES[0]})).await;
+    w.control(
+        Method::DELETE,
+        &format!("/_sandbox/mailboxes/{}/messages/{gone}", user_of(provider)),
+        None,
+    )
+    .await;
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|m| m[id_field(provider)].as_str().unwrap().to_owned())
+        .collect();
+    ids.insert(5, gone.clone());
+    let results = reader.fetch_raw_many(&token, &ids).await.unwrap();
+    assert_eq!(results.len(), ids.len());
+    for (id, r) in ids.iter().zip(&results) {
+        if *id == gone {
+            assert!(matches!(r, Err(ProviderError::MessageGone { .. })), "{r:?}");
+            continue;
+        }
+        let m = r.as_ref().unwrap();
+        assert_eq!(&m.id, id);
+        let original = sandbox_raw(&w, provider, id).await;
+        match provider {
+            Provider::Google => assert_eq!(m.raw, original),
+            Provider::Microsoft => assert_eq!(
+                hirewire_mail::parse_envelope(&m.raw).participants,
+                hirewire_mail::parse_envelope(&original).participants
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn fetching_many_gmail_messages_in_batches_keeps_their_order_and_reports_a_gone_one_in_place()
+{
+    many_messages_come_back_in_order(Provider::Google).await;
+}
+
+#[tokio::test]
+async fn fetching_many_graph_messages_keeps_their_order_and_reports_a_gone_one_in_place() {
+    many_messages_come_back_in_order(Provider::Microsoft).await;
+}
+
+#[tokio::test]
+async fn a_throttled_part_of_a_gmail_batch_ends_the_results_so_the_rest_is_rescheduled() {
+    let (w, reader, token) = setup(Provider::Google, 10).await;
+    let ids: Vec<String> = sandbox_messages(&w, Provider::Google)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    w.arm_fault(
+        json!({"endpoint": "gmail.users.messages.get", "fault": {"kind": "throttle"}, "count": 1}),
+    )
+    .await;
+    let results = reader.fetch_raw_many(&token, &ids).await.unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        matches!(results[0], Err(ProviderError::Throttled { .. })),
+        "{results:?}"
+    );
+    let results = reader.fetch_raw_many(&token, &ids).await.unwrap();
+    assert_eq!(results.len(), ids.len());
+    assert!(results.iter().all(Result::is_ok));
+}
