@@ -229,7 +229,8 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<CandidateId>, ApiError> {
+/// A `cursor` query value as the id it encodes; empty means the first page.
+fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
     cursor
         .filter(|c| !c.is_empty())
         .map(|c| {
@@ -443,15 +444,7 @@ async fn list_inmail(
 ) -> Result<Json<InMailList>, ApiError> {
     let id = parse_id(&id)?;
     let limit = page_limit(p.limit)?;
-    let before = p
-        .cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            c.parse().map_err(|_| {
-                ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
-            })
-        })
-        .transpose()?;
+    let before = parse_cursor(p.cursor.as_deref())?;
     state
         .store
         .candidate(user.org_id, id)

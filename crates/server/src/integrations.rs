@@ -211,11 +211,9 @@ fn identity_client(
         .as_deref()
         .filter(|_| !s.client_id.is_empty())
         .ok_or(Notice::NotConfigured)?;
-    let secret = state.keyring.open(sealed).map_err(internal)?;
-    let secret = String::from_utf8(secret).map_err(internal)?;
     let creds = AppCredentials {
         client_id: s.client_id.clone(),
-        client_secret: Secret::new(secret),
+        client_secret: open_secret(state, sealed)?,
         tenant: s.tenant.clone(),
     };
     let clock = state.clock.clone();
@@ -266,7 +264,7 @@ pub async fn start_authorize(
     let state_token = random_token();
     let redirect = redirect_uri(state, org.provider);
     let now = state.now();
-    let sealed_verifier = state.keyring.seal(verifier.secret().expose().as_bytes());
+    let sealed_verifier = seal_secret(state, verifier.secret());
     state
         .store
         .create_oauth_state(
@@ -508,8 +506,7 @@ async fn finish_grant(
     let Some(verifier) = pending
         .pkce_verifier_sealed
         .as_deref()
-        .and_then(|s| state.keyring.open(s).ok())
-        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| open_secret(state, s).ok())
     else {
         return Notice::StateInvalid("its security check could not be read");
     };
@@ -518,7 +515,7 @@ async fn finish_grant(
         .exchange_code(
             &code,
             &pending.redirect_uri,
-            &PkceVerifier::from_secret(Secret::new(verifier)),
+            &PkceVerifier::from_secret(verifier),
         )
         .await
     {
@@ -615,11 +612,8 @@ async fn store_tokens(
     tokens: &TokenSet,
     now: Timestamp,
 ) -> Result<(), Notice> {
-    let access = state.keyring.seal(tokens.access_token.expose().as_bytes());
-    let refresh = tokens
-        .refresh_token
-        .as_ref()
-        .map(|r| state.keyring.seal(r.expose().as_bytes()));
+    let access = seal_secret(state, &tokens.access_token);
+    let refresh = tokens.refresh_token.as_ref().map(|r| seal_secret(state, r));
     state
         .store
         .put_grant(
@@ -748,8 +742,8 @@ async fn revoke_at_google(state: &AppState, user: &User, grant: &Grant) -> Optio
         .refresh_token_sealed
         .as_deref()
         .or(grant.access_token_sealed.as_deref())?;
-    let token = String::from_utf8(state.keyring.open(sealed).ok()?).ok()?;
-    match org.client.revoke(&Secret::new(token)).await {
+    let token = open_secret(state, sealed).ok()?;
+    match org.client.revoke(&token).await {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(error = %e, "revocation at Google failed");
@@ -807,6 +801,10 @@ pub async fn access_token(
     })
 }
 
+fn seal_secret(state: &AppState, secret: &Secret) -> String {
+    state.keyring.seal(secret.expose().as_bytes())
+}
+
 fn open_secret(state: &AppState, sealed: &str) -> Result<Secret, Notice> {
     let bytes = state.keyring.open(sealed).map_err(internal)?;
     Ok(Secret::new(String::from_utf8(bytes).map_err(internal)?))
@@ -841,12 +839,12 @@ async fn refresh_grant(state: &AppState, grant: &Grant, lease: i64) -> Result<Se
     };
     match org.client.refresh(&refresh).await {
         Ok(tokens) => {
-            let access = state.keyring.seal(tokens.access_token.expose().as_bytes());
+            let access = seal_secret(state, &tokens.access_token);
             let rotated = tokens
                 .refresh_token
                 .as_ref()
                 .filter(|r| r.expose() != refresh.expose())
-                .map(|r| state.keyring.seal(r.expose().as_bytes()));
+                .map(|r| seal_secret(state, r));
             let scopes_text = if tokens.scopes.is_empty() {
                 grant.scopes.clone()
             } else {
