@@ -267,26 +267,13 @@ pub struct World {
     pub sandbox: hirewire_sandbox::SandboxHandle,
     pub microsoft: (String, String),
     pub google: (String, String),
-    /// A cookie-less client for the sandbox's pages and control API.
+    /// A cookie-less client for the sandbox's control API.
     pub http: reqwest::Client,
+    /// The sandbox's sign-in pages, walked over HTTP.
+    pub pages: hirewire_testkit::sandbox_pages::SignInPages,
 }
 
-/// Where a walk through the sandbox's sign-in pages ended.
-#[derive(Debug)]
-pub enum Landing {
-    /// Redirected back to hirewire: the full callback URL.
-    Callback(String),
-    /// A page of the sandbox (status, HTML), e.g. "Need admin approval".
-    Page(u16, String),
-}
-
-/// How to answer the sandbox's consent screen.
-pub enum Answer<'a> {
-    AcceptAll,
-    /// Google granular consent: tick only these scopes.
-    Tick(&'a [&'a str]),
-    Cancel,
-}
+pub use hirewire_testkit::sandbox_pages::{Answer, Landing};
 
 impl World {
     /// A TestApp whose providers are the sandbox.
@@ -304,8 +291,10 @@ impl World {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
+        let pages = hirewire_testkit::sandbox_pages::SignInPages::new(&sandbox.base_url());
         let mut world = World {
             app,
+            pages,
             sandbox,
             microsoft: Default::default(),
             google: Default::default(),
@@ -446,74 +435,11 @@ impl World {
 
     /// Walks the sandbox's account picker and consent screen from `url`.
     pub async fn walk(&self, url: &str, account: &str, answer: Answer<'_>) -> Landing {
-        let picker = match self
-            .land(self.http.get(url).send().await.expect("authorize url"))
-            .await
-        {
-            Landing::Page(200, html) => html,
-            other => return other,
-        };
-        let res = self
-            .http
-            .post(self.form_target(&picker, "account"))
-            .form(&[("user", account)])
-            .send()
-            .await
-            .expect("pick");
-        let page = match self.land(res).await {
-            Landing::Page(200, html) if html.contains("name=\"decision\"") => html,
-            other => return other,
-        };
-        let mut form: Vec<(&str, &str)> = Vec::new();
-        match answer {
-            Answer::AcceptAll => form.extend([("decision", "accept"), ("select_all", "1")]),
-            Answer::Tick(scopes) => {
-                form.push(("decision", "accept"));
-                form.extend(scopes.iter().map(|s| ("scope", *s)));
-            }
-            Answer::Cancel => form.push(("decision", "cancel")),
-        }
-        let res = self
-            .http
-            .post(self.form_target(&page, "consent"))
-            .form(&form)
-            .send()
-            .await
-            .expect("consent");
-        self.land(res).await
+        self.pages.walk(url, account, answer).await
     }
 
     /// Presses "Return to the application" on a sandbox error page.
     pub async fn leave_error_page(&self, html: &str) -> Landing {
-        let res = self
-            .http
-            .post(self.form_target(html, "cancel"))
-            .send()
-            .await
-            .expect("cancel");
-        self.land(res).await
-    }
-
-    async fn land(&self, r: reqwest::Response) -> Landing {
-        if r.status().is_redirection() {
-            Landing::Callback(
-                r.headers()["location"]
-                    .to_str()
-                    .expect("location")
-                    .to_owned(),
-            )
-        } else {
-            let s = r.status().as_u16();
-            Landing::Page(s, r.text().await.unwrap_or_default())
-        }
-    }
-
-    fn form_target(&self, html: &str, action: &str) -> String {
-        let start = html
-            .find("/_sandbox/ui/")
-            .unwrap_or_else(|| panic!("no sandbox form in page: {html}"));
-        let rest = &html[start + "/_sandbox/ui/".len()..];
-        let id = &rest[..rest.find('/').expect("form id")];
-        format!("{}/_sandbox/ui/{id}/{action}", self.sandbox.base_url())
+        self.pages.leave_error_page(html).await
     }
 }

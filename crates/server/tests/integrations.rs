@@ -19,7 +19,7 @@ async fn page(client: &reqwest::Client, url: String) -> (u16, String) {
 /// Follows the provider's redirect back into hirewire with the recruiter's browser.
 async fn come_back(world: &World, client: &reqwest::Client, landing: Landing) -> (u16, String) {
     match landing {
-        Landing::Callback(url) => {
+        Landing::Redirect(url) => {
             assert!(url.starts_with(&world.app.url), "back to hirewire: {url}");
             page(client, url).await
         }
@@ -216,7 +216,7 @@ both_backends! {
     async fn oauth_state_is_single_use_bound_to_the_session_and_expires(db: TestDb) {
         let world = World::start(&db).await;
         let (_, client) = setup(&world, "microsoft").await;
-        let Landing::Callback(url) = world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await else { panic!() };
+        let Landing::Redirect(url) = world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await else { panic!() };
         // Another user's session gets the callback: refused, and the state is spent.
         let org = world.app.store.org_by_name("Acme Talent").await.unwrap().unwrap().id;
         world.app.user(org, "sam@acme.example", RECRUITER, "sam-password").await;
@@ -233,7 +233,7 @@ both_backends! {
         let without: String = url.split('&').filter(|p| !p.starts_with("state=")).collect::<Vec<_>>().join("&");
         assert!(page(&client, without).await.1.contains("carried no state"));
         // Expired: 10 minutes.
-        let Landing::Callback(url) = world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await else { panic!() };
+        let Landing::Redirect(url) = world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], "adele@acme.example", Answer::AcceptAll).await else { panic!() };
         world.app.clock.advance(jiff::SignedDuration::from_mins(11));
         assert!(page(&client, url).await.1.contains("longer than 10 minutes"));
         let riley = world.app.store.user_by_email_key(&hirewire_domain::email::AddressKey::of("riley@acme.example")).await.unwrap().unwrap();

@@ -54,7 +54,7 @@ async fn a_full_authorize_refresh_and_deauthorize_logs_no_token_or_secret() {
         "/settings/email-calendar/inbox/authorize",
         "/settings/email-calendar/calendar/authorize",
     ] {
-        let Landing::Callback(url) = world
+        let Landing::Redirect(url) = world
             .authorize(&client, path, &[], "hank@globex.example", Answer::AcceptAll)
             .await
         else {

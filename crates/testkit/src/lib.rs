@@ -17,6 +17,8 @@
 //!   browser) as soon as the test process is gone.
 //! - Only loopback pages are visited; the flags keep Chromium off the network.
 
+pub mod sandbox_pages;
+
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::process::{Command, Stdio};
