@@ -132,6 +132,24 @@ pub enum ProviderError {
         /// Whose mailbox.
         provider: Provider,
     },
+    /// Free/busy of this address cannot be read: the provider does not know it or will not tell (Graph
+    /// `getSchedule` per-schedule `error`, Google `freeBusy` per-calendar `errors`). The rest of the request is fine.
+    #[error("{provider:?} calendar of {address} is unavailable: {reason}")]
+    CalendarUnavailable {
+        /// Whose calendar API.
+        provider: Provider,
+        /// The address asked for.
+        address: String,
+        /// The provider's reason (`ErrorMailboxNotFound`, `notFound`, …).
+        reason: String,
+    },
+    /// The calendar event no longer exists (deleted on the provider: Graph 404, Google 404 / 410 `deleted`, or a
+    /// repeated create whose event was cancelled since).
+    #[error("{provider:?} calendar event no longer exists")]
+    EventGone {
+        /// Whose calendar.
+        provider: Provider,
+    },
 }
 
 impl ProviderError {
@@ -209,6 +227,12 @@ impl ProviderError {
             }
             ProviderError::MessageGone { .. } => {
                 "A message was deleted before hirewire could read it.".to_owned()
+            }
+            ProviderError::CalendarUnavailable { address, .. } => format!(
+                "hirewire cannot see when {address} is free: the calendar provider does not know this address or does not share it."
+            ),
+            ProviderError::EventGone { .. } => {
+                "The calendar event was deleted in the calendar, so hirewire cannot change it.".to_owned()
             }
             ProviderError::CursorExpired { provider } => format!(
                 "hirewire is catching up with your {} mailbox from the start of the sync window. This happens by itself.",

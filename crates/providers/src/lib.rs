@@ -11,9 +11,12 @@
 //! - [`http::HttpClient`]: the one HTTP client all provider calls go through.
 //! - [`MailReader`]: the mail-read half (issue "Email Integrations"): window listing, raw messages, incremental
 //!   changes and address search over Graph and Gmail (see [`mail`]).
+//! - [`CalendarClient`]: the Scheduler's calendar half: free/busy, and interview events created idempotently,
+//!   moved and cancelled with the provider sending the invitations (see [`calendar`]).
 //!
 //! The same code talks to the real services and to the sandbox (`crates/sandbox`); only [`Endpoints`] differ.
 
+pub mod calendar;
 pub mod endpoints;
 pub mod error;
 pub mod http;
@@ -25,6 +28,9 @@ pub mod secret;
 mod id_token;
 mod wire;
 
+pub use calendar::{
+    Attendee, Busy, BusyStatus, CalendarClient, CalendarEvent, CreatedEvent, Location, NewEvent,
+};
 pub use endpoints::{AppCredentials, Endpoints};
 pub use error::{ConfigProblem, ProviderError, ReauthReason};
 pub use http::{HttpClient, HttpConfig, RetryPolicy, Sleeper};
