@@ -5,6 +5,7 @@
 //! | free/busy ([`CalendarClient::busy`]) | `POST /me/calendar/getSchedule`, the window split into chunks of at most [`GRAPH_SCHEDULE_MAX_DAYS`] days, times requested and answered in UTC (`Prefer: outlook.timezone="UTC"`); `scheduleItems`, with `availabilityView` only as a fallback | `POST /calendar/v3/freeBusy` (busy blocks only: Google reports no tentative) |
 //! | book ([`CalendarClient::create_event`]) | `POST /me/events` with `transactionId` = the booking's idempotency key; Graph invites the attendees itself | `events.insert?sendUpdates=all&conferenceDataVersion=1` with a client `id` derived from the key ([`google_event_id`]) |
 //! | reschedule ([`CalendarClient::update_event_time`]) | `PATCH /me/events/{id}` (Graph sends the update) | `events.patch?sendUpdates=all` |
+//! | the calendar's events ([`CalendarClient::list_events`], [`CalendarClient::get_event`]) | `calendarView`, `GET /me/events/{id}` | `events.list` (`singleEvents`, by start), `events.get` |
 //! | cancel ([`CalendarClient::cancel_event`]) | `DELETE /me/events/{id}` (the organizer's delete sends the cancellation) | `events.delete?sendUpdates=all` |
 //!
 //! **Idempotent create.** A booking is created at most once per idempotency key, even when hirewire crashes after
@@ -48,6 +49,8 @@ const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 const PREFER_UTC: (&str, &str) = ("Prefer", "outlook.timezone=\"UTC\"");
 /// Private extended property (Google) holding the booking's idempotency key.
 const GOOGLE_KEY_PROPERTY: &str = "hirewireIdempotencyKey";
+/// Page size of [`CalendarClient::list_events`].
+const LIST_PAGE: u32 = 250;
 
 /// How a busy block counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,6 +145,20 @@ pub struct CalendarEvent {
     /// Attendee addresses.
     pub attendees: Vec<String>,
 }
+
+/// One page of [`CalendarClient::list_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    /// The events of this page, by start.
+    pub events: Vec<CalendarEvent>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<EventsCursor>,
+}
+
+/// Where the next page of [`CalendarClient::list_events`] starts (Graph `@odata.nextLink`, Google
+/// `nextPageToken`). Opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsCursor(String);
 
 /// The Google event id for an idempotency key: the SHA-256 of `hirewire-event:` followed by the key, written in
 /// base32hex (RFC 4648 §7, lowercase, no padding). That is 52 characters of `0`–`9` and `a`–`v`, inside what Google
@@ -497,7 +514,102 @@ impl CalendarClient {
         }
     }
 
+    /// One page of the events on the recruiter's own calendar overlapping `window_start`–`window_end`, by start.
+    /// Start with `cursor: None`, then pass the previous page's `next` (and the same window) until it is `None`.
+    /// Graph: `calendarView` (times in UTC), following `@odata.nextLink`. Google: `events.list` with `timeMin`,
+    /// `timeMax`, `singleEvents=true`, `orderBy=startTime`, following `nextPageToken`. Cancelled events are not
+    /// listed. For checking that booked interviews are still on the calendar; free/busy is [`CalendarClient::busy`].
+    pub async fn list_events(
+        &self,
+        token: &Secret,
+        window_start: Timestamp,
+        window_end: Timestamp,
+        cursor: Option<&EventsCursor>,
+    ) -> Result<EventsPage, ProviderError> {
+        match self.provider {
+            Provider::Microsoft => {
+                let url = match cursor {
+                    Some(c) => self.checked_graph_link(&c.0)?,
+                    None => {
+                        let mut url = url::Url::parse(&self.graph_url(&["me", "calendarView"])?)
+                            .map_err(|e| ProviderError::Protocol(format!("bad Graph URL: {e}")))?;
+                        url.query_pairs_mut()
+                            .append_pair("startDateTime", &window_start.to_string())
+                            .append_pair("endDateTime", &window_end.to_string())
+                            .append_pair("$top", &LIST_PAGE.to_string());
+                        url.into()
+                    }
+                };
+                let resp = self
+                    .send(
+                        ::http::Method::GET,
+                        &url,
+                        token,
+                        &[PREFER_IMMUTABLE, PREFER_UTC],
+                        None,
+                    )
+                    .await?;
+                let page: GraphEventList = self.json_or_error(&url, resp)?;
+                Ok(EventsPage {
+                    events: page
+                        .value
+                        .into_iter()
+                        .filter(|e| !e.is_cancelled)
+                        .map(GraphEvent::into_event)
+                        .collect::<Result<_, _>>()?,
+                    next: page.next_link.map(EventsCursor),
+                })
+            }
+            Provider::Google => {
+                let (from, to, max) = (
+                    window_start.to_string(),
+                    window_end.to_string(),
+                    LIST_PAGE.to_string(),
+                );
+                let mut query = vec![
+                    ("timeMin", from.as_str()),
+                    ("timeMax", to.as_str()),
+                    ("singleEvents", "true"),
+                    ("orderBy", "startTime"),
+                    ("maxResults", max.as_str()),
+                ];
+                if let Some(c) = cursor {
+                    query.push(("pageToken", c.0.as_str()));
+                }
+                let url = self.google_url(&["events"], &query)?;
+                let resp = self
+                    .send(::http::Method::GET, &url, token, &[], None)
+                    .await?;
+                let page: GoogleEventList = self.json_or_error(&url, resp)?;
+                Ok(EventsPage {
+                    events: page
+                        .items
+                        .into_iter()
+                        .filter(|e| e.status.as_deref() != Some("cancelled"))
+                        .map(GoogleEvent::into_event)
+                        .collect::<Result<_, _>>()?,
+                    next: page.next_page_token.map(EventsCursor),
+                })
+            }
+        }
+    }
+
     // ---- Graph ----
+
+    /// A `nextLink` from Graph: followed only if it points at the configured Graph host, so the bearer token
+    /// never goes anywhere else.
+    fn checked_graph_link(&self, link: &str) -> Result<String, ProviderError> {
+        let url = url::Url::parse(link)
+            .map_err(|_| ProviderError::Protocol("Graph paging link is not a URL".into()))?;
+        let ours = url::Url::parse(&format!("{}/v1.0/", self.endpoints.graph))
+            .map_err(|e| ProviderError::Protocol(format!("bad Graph base URL: {e}")))?;
+        if url.origin() != ours.origin() || !url.path().starts_with(ours.path()) {
+            return Err(ProviderError::Protocol(
+                "Graph paging link points outside Microsoft Graph".into(),
+            ));
+        }
+        Ok(link.to_owned())
+    }
 
     async fn graph_schedule(
         &self,
@@ -640,10 +752,12 @@ impl CalendarClient {
 
     /// Graph 404 (`ErrorItemNotFound`); Google 404 or 410 `deleted`.
     fn event_gone(&self, resp: &Response) -> bool {
-        matches!(
-            (self.provider, resp.status().as_u16()),
-            (_, 404) | (Provider::Google, 410)
-        )
+        match (self.provider, resp.status().as_u16()) {
+            (_, 404) => true,
+            // A 410 can also be `fullSyncRequired` (a sync token), which says nothing about the event.
+            (Provider::Google, 410) => google_reason(resp.body()) == "deleted",
+            _ => false,
+        }
     }
 
     async fn send(
@@ -982,6 +1096,14 @@ struct GraphEvent {
 }
 
 #[derive(Deserialize)]
+struct GraphEventList {
+    #[serde(default)]
+    value: Vec<GraphEvent>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GraphOnlineMeeting {
     join_url: Option<String>,
@@ -1148,6 +1270,14 @@ struct GoogleEvent {
     #[serde(default)]
     attendees: Vec<GoogleAttendee>,
     extended_properties: Option<GoogleExtended>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GoogleEventList {
+    #[serde(default)]
+    items: Vec<GoogleEvent>,
+    next_page_token: Option<String>,
 }
 
 #[derive(Deserialize)]

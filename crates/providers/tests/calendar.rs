@@ -624,3 +624,64 @@ async fn a_persistent_throttle_on_create_is_throttled_and_a_later_retry_makes_on
         );
     }
 }
+
+async fn listing_shows_live_events_by_start(provider: Provider) {
+    let (w, cal, token) = setup(provider).await;
+    seed(
+        &w,
+        provider,
+        json!([
+            {"start": "2026-12-07T16:00:00Z", "end": "2026-12-07T17:00:00Z", "subject": "Team sync"},
+            {"start": "2026-12-07T08:00:00Z", "end": "2026-12-07T09:00:00Z", "show_as": "tentative"},
+            {"start": "2026-12-20T08:00:00Z", "end": "2026-12-20T09:00:00Z"},
+        ]),
+    )
+    .await;
+    let kept = cal
+        .create_event(&token, &interview("booking-kept", Location::Video))
+        .await
+        .unwrap();
+    let mut dropped = interview("booking-dropped", Location::Video);
+    dropped.start = ts("2026-12-07T10:00:00Z");
+    dropped.end = ts("2026-12-07T10:30:00Z");
+    let dropped = cal.create_event(&token, &dropped).await.unwrap();
+    cal.cancel_event(&token, &dropped.provider_event_id)
+        .await
+        .unwrap();
+
+    let page = cal
+        .list_events(
+            &token,
+            ts("2026-12-07T00:00:00Z"),
+            ts("2026-12-08T00:00:00Z"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.next, None);
+    let starts: Vec<Timestamp> = page.events.iter().map(|e| e.start).collect();
+    assert_eq!(
+        starts,
+        [
+            ts("2026-12-07T08:00:00Z"),
+            ts("2026-12-07T14:00:00Z"),
+            ts("2026-12-07T16:00:00Z")
+        ],
+        "{provider:?}"
+    );
+    let listed = &page.events[1];
+    assert_eq!(listed.provider_event_id, kept.provider_event_id);
+    assert_eq!(listed.ical_uid, kept.ical_uid);
+    assert_eq!(listed.join_url, kept.join_url);
+    assert_eq!(listed.attendees, [CANDIDATE]);
+}
+
+#[tokio::test]
+async fn a_graph_listing_shows_the_live_events_of_the_window_by_start() {
+    listing_shows_live_events_by_start(Provider::Microsoft).await;
+}
+
+#[tokio::test]
+async fn a_google_listing_shows_the_live_events_of_the_window_by_start() {
+    listing_shows_live_events_by_start(Provider::Google).await;
+}

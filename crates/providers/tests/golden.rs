@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hirewire_providers::{
-    AppCredentials, Capability, ConfigProblem, Endpoints, HttpClient, HttpConfig, IdentityClient,
-    MailReader, PkceVerifier, Provider, ProviderError, ReauthReason, RetryPolicy, Revocation,
-    Secret, TokenSet,
+    AppCredentials, Attendee, Busy, BusyStatus, CalendarClient, Capability, ConfigProblem,
+    Endpoints, HttpClient, HttpConfig, IdentityClient, Location, MailReader, NewEvent,
+    PkceVerifier, Provider, ProviderError, ReauthReason, RetryPolicy, Revocation, Secret, TokenSet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,6 +17,11 @@ const COVERED: &[&str] = &[
     "google/api-error-insufficient-scope.json",
     "google/api-error-not-found.json",
     "google/api-error-unauthenticated.json",
+    "google/calendar-error-duplicate.json",
+    "google/calendar-error-full-sync-required.json",
+    "google/calendar-event.json",
+    "google/calendar-events-list.json",
+    "google/calendar-freebusy.json",
     "google/gmail-history.json",
     "google/gmail-message-full.json",
     "google/gmail-messages-list.json",
@@ -28,6 +33,8 @@ const COVERED: &[&str] = &[
     "google/token-error-revoked.json",
     "google/token-success.json",
     "google/tokeninfo.json",
+    "microsoft/event-created.json",
+    "microsoft/get-schedule.json",
     "microsoft/graph-error.json",
     "microsoft/graph-throttled.json",
     "microsoft/me.json",
@@ -35,18 +42,6 @@ const COVERED: &[&str] = &[
     "microsoft/messages-delta-removed.json",
     "microsoft/token-error-consent-required.json",
     "microsoft/token-success.json",
-];
-
-/// Calendar fixtures (PROVIDERS.md §3.8, §3.10, §7.1–§7.3) the sandbox is held to; the providers crate has
-/// no calendar adapter yet (issue "Scheduler"). Each moves to `COVERED` when the adapter that reads it lands.
-const AWAITING_CALENDAR_ADAPTER: &[&str] = &[
-    "google/calendar-error-duplicate.json",
-    "google/calendar-error-full-sync-required.json",
-    "google/calendar-event.json",
-    "google/calendar-events-list.json",
-    "google/calendar-freebusy.json",
-    "microsoft/event-created.json",
-    "microsoft/get-schedule.json",
 ];
 
 fn golden_dir() -> PathBuf {
@@ -61,15 +56,24 @@ async fn serve(status: u16, fixture: &str) -> String {
 
 /// Serves the body `make(base URL)` with `status` to every request; returns the base URL.
 async fn serve_body(status: u16, make: impl FnOnce(&str) -> Vec<u8>) -> String {
+    serve_sequence(move |base| vec![(status, make(base))]).await
+}
+
+/// Serves the answers `make(base URL)` in order, one per request, the last one again to every later request;
+/// returns the base URL.
+async fn serve_sequence(make: impl FnOnce(&str) -> Vec<(u16, Vec<u8>)>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let body = make(&format!("http://{addr}"));
+    let answers = make(&format!("http://{addr}"));
+    assert!(!answers.is_empty());
     tokio::spawn(async move {
+        let mut served = 0usize;
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            let body = body.clone();
+            let (status, body) = answers[served.min(answers.len() - 1)].clone();
+            served += 1;
             tokio::spawn(async move {
                 // Read the request head and its body (Content-Length), then answer and close.
                 let mut buf = Vec::new();
@@ -187,11 +191,7 @@ fn every_golden_fixture_is_covered_by_these_tests() {
             }
         }
     }
-    let covered: BTreeSet<String> = COVERED
-        .iter()
-        .chain(AWAITING_CALENDAR_ADAPTER)
-        .map(|s| s.to_string())
-        .collect();
+    let covered: BTreeSet<String> = COVERED.iter().map(|s| s.to_string()).collect();
     assert_eq!(found, covered, "add new fixtures to COVERED and test them");
 }
 
@@ -538,4 +538,200 @@ async fn a_graph_delta_page_with_a_removed_item_reports_the_removal() {
     let c = r.changes(&token, &cursor).await.unwrap();
     assert_eq!(c.removed, ["AAMkADk0…"]);
     assert!(c.added.is_empty());
+}
+
+// ---- Calendar ----
+
+fn calendar(provider: Provider, base: &str) -> CalendarClient {
+    CalendarClient::new(provider, Endpoints::all_at(base), no_retry_http())
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(golden_dir().join(name)).expect("fixture exists")
+}
+
+fn at(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+fn golden_interview() -> NewEvent {
+    NewEvent {
+        idempotency_key: "I-42".into(),
+        subject: "Interview: Jane Doe — Senior Rust Engineer".into(),
+        body_text: "Agenda…".into(),
+        start: at("2025-03-10T14:00:00Z"),
+        end: at("2025-03-10T15:00:00Z"),
+        time_zone: "America/New_York".into(),
+        attendee: Attendee {
+            name: "Jane Doe".into(),
+            email: "jane@example.com".into(),
+        },
+        location: Location::Video,
+    }
+}
+
+#[tokio::test]
+async fn a_graph_get_schedule_body_in_pacific_time_gives_busy_blocks_in_utc() {
+    let c = calendar(
+        Provider::Microsoft,
+        &serve(200, "microsoft/get-schedule.json").await,
+    );
+    let busy = c
+        .busy(
+            &Secret::new("at"),
+            "AdeleV@contoso.com",
+            at("2025-03-15T00:00:00Z"),
+            at("2025-03-16T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    // 12:00–14:00 Pacific Daylight Time on 15 March 2025 (items win over the availability view).
+    assert_eq!(
+        busy,
+        [Busy {
+            start: at("2025-03-15T19:00:00Z"),
+            end: at("2025-03-15T21:00:00Z"),
+            status: BusyStatus::Busy,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_google_free_busy_body_gives_busy_blocks_and_per_calendar_errors() {
+    let c = calendar(
+        Provider::Google,
+        &serve(200, "google/calendar-freebusy.json").await,
+    );
+    let token = Secret::new("at");
+    let (from, to) = (at("2025-03-10T00:00:00Z"), at("2025-03-15T00:00:00Z"));
+    assert_eq!(
+        c.busy(&token, "primary", from, to).await.unwrap(),
+        [Busy {
+            start: at("2025-03-10T14:00:00Z"),
+            end: at("2025-03-10T15:00:00Z"),
+            status: BusyStatus::Busy,
+        }]
+    );
+    assert_eq!(c.busy(&token, "hm@corp.com", from, to).await.unwrap(), []);
+    let e = c
+        .busy(&token, "nobody@corp.com", from, to)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::CalendarUnavailable { address, reason, .. }
+            if address == "nobody@corp.com" && reason == "notFound"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_graph_created_event_body_gives_the_id_ical_uid_and_teams_link() {
+    let c = calendar(
+        Provider::Microsoft,
+        &serve(201, "microsoft/event-created.json").await,
+    );
+    let token = Secret::new("at");
+    let created = c.create_event(&token, &golden_interview()).await.unwrap();
+    assert_eq!(created.provider_event_id, "AAMkAGI1AAAt9AHjAAA=");
+    assert_eq!(created.ical_uid, "040000008200E00074C5B7101A82E008…");
+    assert_eq!(
+        created.join_url.as_deref(),
+        Some("https://teams.microsoft.com/l/meetup-join/…")
+    );
+    // The same body read back: "Eastern Standard Time" is New York time, daylight saving on 10 March 2025.
+    let e = c.get_event(&token, "AAMkAGI1AAAt9AHjAAA=").await.unwrap();
+    assert_eq!(
+        (e.start, e.end),
+        (at("2025-03-10T14:00:00Z"), at("2025-03-10T15:00:00Z"))
+    );
+    assert_eq!(e.attendees, ["jane@example.com"]);
+    assert!(!e.cancelled);
+}
+
+#[tokio::test]
+async fn a_google_event_body_gives_times_attendees_and_the_meet_link() {
+    let c = calendar(
+        Provider::Google,
+        &serve(200, "google/calendar-event.json").await,
+    );
+    let e = c
+        .get_event(&Secret::new("at"), "a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        .await
+        .unwrap();
+    assert_eq!(e.provider_event_id, "a1b2c3d4e5f60718293a4b5c6d7e8f90");
+    assert_eq!(e.ical_uid, "a1b2c3d4e5f60718293a4b5c6d7e8f90@google.com");
+    // The written offset decides the instant (`-05:00`, though New York was on daylight time that day).
+    assert_eq!(
+        (e.start, e.end),
+        (at("2025-03-10T15:00:00Z"), at("2025-03-10T16:00:00Z"))
+    );
+    assert_eq!(e.attendees, ["jane@example.com", "hm@corp.com"]);
+    assert_eq!(
+        e.join_url.as_deref(),
+        Some("https://meet.google.com/abc-defg-hij")
+    );
+    assert!(!e.cancelled);
+}
+
+#[tokio::test]
+async fn a_google_duplicate_on_insert_is_answered_by_reading_the_existing_event() {
+    let base = serve_sequence(|_| {
+        vec![
+            (409, fixture("google/calendar-error-duplicate.json")),
+            (200, fixture("google/calendar-event.json")),
+        ]
+    })
+    .await;
+    let created = calendar(Provider::Google, &base)
+        .create_event(&Secret::new("at"), &golden_interview())
+        .await
+        .unwrap();
+    assert_eq!(
+        created.provider_event_id,
+        "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    );
+    assert_eq!(
+        created.ical_uid,
+        "a1b2c3d4e5f60718293a4b5c6d7e8f90@google.com"
+    );
+    assert_eq!(
+        created.join_url.as_deref(),
+        Some("https://meet.google.com/abc-defg-hij")
+    );
+}
+
+#[tokio::test]
+async fn a_google_events_list_body_is_a_page_with_a_next_cursor() {
+    let c = calendar(
+        Provider::Google,
+        &serve(200, "google/calendar-events-list.json").await,
+    );
+    let page = c
+        .list_events(
+            &Secret::new("at"),
+            at("2025-03-01T00:00:00Z"),
+            at("2025-04-01T00:00:00Z"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(page.events.is_empty());
+    assert!(page.next.is_some());
+}
+
+#[tokio::test]
+async fn a_google_full_sync_required_410_is_not_taken_for_a_deleted_event() {
+    // Only 410 `deleted` means the event is gone (a cancel then succeeds); a 410 about a sync token is an error.
+    let c = calendar(
+        Provider::Google,
+        &serve(410, "google/calendar-error-full-sync-required.json").await,
+    );
+    let e = c
+        .cancel_event(&Secret::new("at"), "a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Protocol(m) if m.contains("full sync is required")),
+        "{e:?}"
+    );
 }
