@@ -18,6 +18,9 @@
 //!   reads that id with `events.get` and returns it. The key is also stored as the private extended property
 //!   `hirewireIdempotencyKey`, and a duplicate whose property names another key is an error, not a match.
 //!
+//! A repeat whose event was cancelled since is [`ProviderError::EventGone`] on both providers: the booking's event
+//! is gone and the same key cannot make it again (Google never reuses an id, even of a deleted event).
+//!
 //! Every call goes through [`HttpClient`] (timeouts, retries, `Retry-After`) and is retried as idempotent: the
 //! creates carry their idempotency key, updates set absolute times, deletes of a gone event succeed. Errors:
 //! `TokenRejected` (401), `NeedsReauthorization(MissingPermissions)` (403 for a missing scope), `Throttled`
@@ -47,6 +50,8 @@ pub const GRAPH_SCHEDULE_MAX_DAYS: i64 = 62;
 const GRAPH_VIEW_INTERVAL_MIN: i64 = 15;
 const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 const PREFER_UTC: (&str, &str) = ("Prefer", "outlook.timezone=\"UTC\"");
+const PREFER_IMMUTABLE_UTC: (&str, &str) =
+    ("Prefer", "IdType=\"ImmutableId\", outlook.timezone=\"UTC\"");
 /// Private extended property (Google) holding the booking's idempotency key.
 const GOOGLE_KEY_PROPERTY: &str = "hirewireIdempotencyKey";
 /// Page size of [`CalendarClient::list_events`].
@@ -322,6 +327,12 @@ impl CalendarClient {
                     ));
                 }
                 let e: GraphEvent = self.json_or_error(&url, resp)?;
+                if e.is_cancelled {
+                    // A repeat answered with the original event, cancelled since.
+                    return Err(ProviderError::EventGone {
+                        provider: Provider::Microsoft,
+                    });
+                }
                 Ok(e.into_created())
             }
             Provider::Google => {
@@ -495,7 +506,7 @@ impl CalendarClient {
                         ::http::Method::GET,
                         &url,
                         token,
-                        &[PREFER_IMMUTABLE, PREFER_UTC],
+                        &[PREFER_IMMUTABLE_UTC],
                         None,
                     )
                     .await?;
@@ -545,7 +556,7 @@ impl CalendarClient {
                         ::http::Method::GET,
                         &url,
                         token,
-                        &[PREFER_IMMUTABLE, PREFER_UTC],
+                        &[PREFER_IMMUTABLE_UTC],
                         None,
                     )
                     .await?;

@@ -685,3 +685,24 @@ async fn a_graph_listing_shows_the_live_events_of_the_window_by_start() {
 async fn a_google_listing_shows_the_live_events_of_the_window_by_start() {
     listing_shows_live_events_by_start(Provider::Google).await;
 }
+
+#[tokio::test]
+async fn a_repeated_create_after_a_cancel_reports_the_event_gone_instead_of_reviving_it() {
+    for provider in [Provider::Microsoft, Provider::Google] {
+        let (w, cal, token) = setup(provider).await;
+        let ev = interview("booking-cancelled", Location::Video);
+        let first = cal.create_event(&token, &ev).await.unwrap();
+        cal.cancel_event(&token, &first.provider_event_id)
+            .await
+            .unwrap();
+        let e = cal.create_event(&token, &ev).await.unwrap_err();
+        assert!(
+            matches!(e, ProviderError::EventGone { .. }),
+            "{provider:?}: {e:?}"
+        );
+        assert!(
+            sandbox_events(&w, provider, false).await.is_empty(),
+            "{provider:?}"
+        );
+    }
+}
