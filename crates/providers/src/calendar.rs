@@ -28,7 +28,8 @@
 //! cannot resolve) and [`ProviderError::EventGone`] (updating or reading an event that was deleted).
 //!
 //! Graph calls carry `Prefer: IdType="ImmutableId"`, so event ids stay valid. Times are plain [`Timestamp`]s (UTC
-//! instants); an event's `time_zone` is an IANA name, sent as is to both providers.
+//! instants); an event's `time_zone` is an IANA name, sent as is to both providers and resolved with the system's
+//! time zone database (`/usr/share/zoneinfo`): a server image without it cannot create events in named zones.
 //!
 //! Wire structs are private to this module; everything returned is a plain Rust type.
 

@@ -706,3 +706,20 @@ async fn a_repeated_create_after_a_cancel_reports_the_event_gone_instead_of_revi
         );
     }
 }
+
+#[tokio::test]
+async fn a_graph_that_refuses_a_repeated_transaction_id_is_an_error_and_still_one_event() {
+    let (w, cal, token) = setup(Provider::Microsoft).await;
+    w.control(
+        Method::PATCH,
+        "/_sandbox/settings",
+        Some(json!({"graph_transaction_id_repeat": "conflict"})),
+    )
+    .await;
+    let ev = interview("booking-conflict", Location::Video);
+    let first = cal.create_event(&token, &ev).await.unwrap();
+    let e = cal.create_event(&token, &ev).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Protocol(_)), "{e:?}");
+    assert_eq!(sandbox_events(&w, Provider::Microsoft, true).await.len(), 1);
+    assert_eq!(invitations(&w, &first.ical_uid).await.len(), 1);
+}
