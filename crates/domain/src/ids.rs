@@ -62,6 +62,10 @@ id_type! {
     AuditId,
     /// A recruiter's grant of one capability (inbox or calendar) at a provider.
     GrantId,
+    /// A synced email thread in one recruiter's mailbox.
+    MailThreadId,
+    /// A synced email message (one mailbox's copy).
+    MailMessageId,
 }
 
 #[cfg(test)]

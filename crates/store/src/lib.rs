@@ -62,6 +62,7 @@ mod idempotency;
 mod inmail;
 mod integrations;
 mod jobs;
+mod mail;
 mod model;
 mod orgs;
 mod store;
@@ -75,7 +76,9 @@ pub use error::StoreError;
 pub use hirewire_domain::ids::{
     ApiTokenId, AuditId, CandidateId, GrantId, InMailId, JobId, OrgId, UserId,
 };
+pub use hirewire_domain::ids::{MailMessageId, MailThreadId};
 pub use integrations::*;
+pub use mail::*;
 pub use model::*;
 pub use store::{Backend, Store, StoreConfig};
 

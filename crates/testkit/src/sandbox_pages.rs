@@ -12,6 +12,7 @@ pub enum Landing {
 }
 
 /// How to answer the consent screen.
+#[derive(Clone, Copy)]
 pub enum Answer<'a> {
     /// Accept everything ("Select all" on Google's granular screen).
     AcceptAll,

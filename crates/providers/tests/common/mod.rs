@@ -13,6 +13,7 @@ use hirewire_providers::{
     PkceVerifier, Provider, Secret, Sleeper,
 };
 use hirewire_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use hirewire_testkit::sandbox_pages;
 use serde_json::Value;
 
 pub const MS_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -43,6 +44,7 @@ pub struct World {
     pub sandbox: SandboxHandle,
     pub base: String,
     pub browser: reqwest::Client,
+    pub pages: sandbox_pages::SignInPages,
     pub sleeps: Arc<RecordingSleeper>,
 }
 
@@ -57,6 +59,7 @@ pub async fn start() -> World {
         .build()
         .unwrap();
     World {
+        pages: sandbox_pages::SignInPages::new(&base),
         sandbox,
         base,
         browser,
@@ -87,12 +90,21 @@ impl Landing {
 }
 
 /// What the person does on a consent page.
-#[derive(Clone, Copy)]
-pub enum Answer<'a> {
-    AcceptAll,
-    /// Google granular consent: tick only these.
-    Tick(&'a [&'a str]),
-    Cancel,
+pub use hirewire_testkit::sandbox_pages::Answer;
+
+/// The shared walker's landing, as these tests use it: the redirect's query only.
+fn local(l: sandbox_pages::Landing) -> Landing {
+    match l {
+        sandbox_pages::Landing::Redirect(location) => {
+            assert!(
+                !location.contains("/_sandbox/"),
+                "unexpected internal redirect {location}"
+            );
+            let url = url::Url::parse(&location).expect("absolute redirect");
+            Landing::Redirect(url.query().unwrap_or("").to_owned())
+        }
+        sandbox_pages::Landing::Page(status, html) => Landing::Page(status, html),
+    }
 }
 
 impl World {
@@ -141,77 +153,15 @@ impl World {
         self.sleeps.0.lock().unwrap().clone()
     }
 
-    async fn land(&self, r: reqwest::Response) -> Landing {
-        if r.status() == 302 || r.status() == 303 {
-            let loc = r.headers()["location"].to_str().unwrap().to_owned();
-            assert!(
-                !loc.contains("/_sandbox/"),
-                "unexpected internal redirect {loc}"
-            );
-            let url = url::Url::parse(&loc).expect("absolute redirect");
-            Landing::Redirect(url.query().unwrap_or("").to_owned())
-        } else {
-            let s = r.status().as_u16();
-            Landing::Page(s, r.text().await.unwrap())
-        }
-    }
-
     /// Opens `url` in the "browser", picks `user` on the account picker and answers a consent page if one
     /// comes. Returns where it ended.
     pub async fn sign_in(&self, url: &url::Url, user: &str, answer: Answer<'_>) -> Landing {
-        let r = self.browser.get(url.as_str()).send().await.unwrap();
-        let picker = match self.land(r).await {
-            Landing::Page(200, html) => html,
-            other => return other,
-        };
-        let r = self
-            .browser
-            .post(self.form_target(&picker, "account"))
-            .form(&[("user", user)])
-            .send()
-            .await
-            .unwrap();
-        let page = match self.land(r).await {
-            Landing::Page(200, html) if html.contains("name=\"decision\"") => html,
-            other => return other,
-        };
-        let mut form: Vec<(&str, &str)> = Vec::new();
-        match answer {
-            Answer::AcceptAll => form.extend([("decision", "accept"), ("select_all", "1")]),
-            Answer::Tick(scopes) => {
-                form.push(("decision", "accept"));
-                form.extend(scopes.iter().map(|s| ("scope", *s)));
-            }
-            Answer::Cancel => form.push(("decision", "cancel")),
-        }
-        let r = self
-            .browser
-            .post(self.form_target(&page, "consent"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        self.land(r).await
+        local(self.pages.walk(url.as_str(), user, answer).await)
     }
 
     /// Posts the "Return to the application" button of an error page.
     pub async fn leave_error_page(&self, html: &str) -> Landing {
-        let r = self
-            .browser
-            .post(self.form_target(html, "cancel"))
-            .send()
-            .await
-            .unwrap();
-        self.land(r).await
-    }
-
-    fn form_target(&self, html: &str, action: &str) -> String {
-        let start = html
-            .find("/_sandbox/ui/")
-            .unwrap_or_else(|| panic!("no sign-in form in page: {html}"));
-        let rest = &html[start + "/_sandbox/ui/".len()..];
-        let id = &rest[..rest.find('/').unwrap()];
-        format!("{}/_sandbox/ui/{id}/{action}", self.base)
+        local(self.pages.leave_error_page(html).await)
     }
 
     /// Calls the sandbox control API.
