@@ -66,6 +66,10 @@ id_type! {
     MailThreadId,
     /// A synced email message (one mailbox's copy).
     MailMessageId,
+    /// A recruiter's single-use scheduling link sent to one candidate.
+    SchedulingLinkId,
+    /// A meeting booked through a scheduling link.
+    BookingId,
 }
 
 #[cfg(test)]

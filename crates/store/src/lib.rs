@@ -65,6 +65,7 @@ mod jobs;
 mod mail;
 mod model;
 mod orgs;
+mod scheduling;
 mod store;
 mod time;
 mod users;
@@ -74,12 +75,14 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use hirewire_domain::ids::{
-    ApiTokenId, AuditId, CandidateId, GrantId, InMailId, JobId, OrgId, UserId,
+    ApiTokenId, AuditId, BookingId, CandidateId, GrantId, InMailId, JobId, OrgId, SchedulingLinkId,
+    UserId,
 };
 pub use hirewire_domain::ids::{MailMessageId, MailThreadId};
 pub use integrations::*;
 pub use mail::*;
 pub use model::*;
+pub use scheduling::*;
 pub use store::{Backend, Store, StoreConfig};
 
 pub(crate) use store::Db;
