@@ -12,7 +12,11 @@
 //! Both violations come back as `StoreError::Conflict { what: SLOT_TAKEN }`
 //! (HTTP 409 `slot_taken`), and the whole write is rolled back: the loser's
 //! link stays usable. Touching ranges (one ends where the next starts) are
-//! allowed; cancelled bookings block nothing.
+//! allowed; cancelled bookings block nothing. On PostgreSQL the writes that
+//! add a confirmed row version (book, reschedule, provider event) first take a
+//! per-recruiter advisory transaction lock: it does not enforce anything (the
+//! constraint does), it only queues racing writers so that the loser gets
+//! `slot_taken` at once instead of a deadlock between two exclusion checks.
 //!
 //! **Links.** The store only sees the SHA-256 digest of a link's token. A link
 //! is `sent`, then `opened`, then `booked` (once: it becomes the booking's
@@ -379,6 +383,18 @@ macro_rules! lock_recruiter {
             .await?;
         }
     };
+}
+
+/// Why `link` cannot be booked.
+fn unusable(link: &SchedulingLink) -> StoreError {
+    StoreError::Conflict {
+        what: match link.status {
+            LinkStatus::Expired => LINK_EXPIRED,
+            LinkStatus::Revoked => LINK_REVOKED,
+            LinkStatus::Booked => LINK_USED,
+            LinkStatus::Sent | LinkStatus::Opened => "the link changed; try again",
+        },
+    }
 }
 
 /// The booking's idempotency key: only `0-9` and `a-v` (Google event ids are
@@ -806,7 +822,17 @@ impl Store {
                     .await?
                     .rows_affected();
                     if claimed == 0 {
-                        return Err(StoreError::Conflict { what: LINK_USED });
+                        // Say why from this transaction's own fresh read;
+                        // returning rolls the booking back.
+                        let link: LinkRow = sqlx::query_as(concat!(
+                            "SELECT ",
+                            link_cols!(),
+                            " FROM scheduling_links WHERE id = $1"
+                        ))
+                        .bind(b.link_id.get())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        return Err(unusable(&link.decode(now)?));
                     }
                     Some(
                         sqlx::query_as(sql)
@@ -826,14 +852,7 @@ impl Store {
             .link(b.org_id, b.link_id, now)
             .await?
             .ok_or(StoreError::NotFound)?;
-        Err(StoreError::Conflict {
-            what: match link.status {
-                LinkStatus::Expired => LINK_EXPIRED,
-                LinkStatus::Revoked => LINK_REVOKED,
-                LinkStatus::Booked => LINK_USED,
-                LinkStatus::Sent | LinkStatus::Opened => "the link changed; try again",
-            },
-        })
+        Err(unusable(&link))
     }
 
     /// Moves a confirmed booking to `slot` under the same no-overlap rule (its

@@ -462,3 +462,78 @@ fn slots_with_buffers_widen_the_blocked_range() {
         )
     );
 }
+
+both_backends! {
+    async fn a_revoke_racing_a_booking_of_the_same_link_leaves_one_consistent_outcome(db: TestDb) {
+        let stores = [db.store(), db.open_another().await.unwrap()];
+        let a = fixture(&stores[0], "Acme").await;
+        for round in 0..10i64 {
+            let l = link(&stores[0], &a, format!("r{round}").as_bytes()).await;
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let (booker, revoker) = (stores[(round % 2) as usize].clone(), stores[((round + 1) % 2) as usize].clone());
+            let (org, link_id) = (a.org, l.id);
+            let s = slot(round * 1440 + 600, round * 1440 + 630, 5, 5);
+            let b = barrier.clone();
+            let booking = tokio::spawn(async move {
+                b.wait().await;
+                booker.book(&booking_of(org, link_id, s), t(60)).await
+            });
+            let revoke = tokio::spawn(async move {
+                barrier.wait().await;
+                revoker.revoke_link(org, link_id, t(60)).await
+            });
+            let (booking, revoke) = (booking.await.unwrap(), revoke.await.unwrap());
+            let now = stores[0].link(a.org, l.id, t(61)).await.unwrap().unwrap();
+            match (booking, revoke) {
+                (Ok(b), Err(StoreError::Conflict { what: LINK_USED })) => {
+                    assert_eq!((now.status, now.booking_id), (LinkStatus::Booked, Some(b.id)));
+                }
+                (Err(StoreError::Conflict { what: LINK_REVOKED }), Ok(r)) => {
+                    assert_eq!((now.status, now.booking_id, r.status), (LinkStatus::Revoked, None, LinkStatus::Revoked));
+                    assert!(stores[0].booking_by_link_digest(format!("r{round}").as_bytes()).await.unwrap().is_none(), "round {round}: no booking left behind");
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        stores[1].close().await;
+    }
+
+    async fn a_reschedule_racing_a_new_booking_for_the_same_range_lets_one_win(db: TestDb) {
+        let stores = [db.store(), db.open_another().await.unwrap()];
+        let a = fixture(&stores[0], "Acme").await;
+        for round in 0..10i64 {
+            let day = round * 1440;
+            let existing = link(&stores[0], &a, format!("e{round}").as_bytes()).await;
+            let b1 = stores[0].book(&booking_of(a.org, existing.id, slot(day + 300, day + 330, 0, 0)), t(1)).await.unwrap();
+            let fresh = link(&stores[0], &a, format!("f{round}").as_bytes()).await;
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let (mover, booker) = (stores[(round % 2) as usize].clone(), stores[((round + 1) % 2) as usize].clone());
+            let org = a.org;
+            let b = barrier.clone();
+            let moved = tokio::spawn(async move {
+                b.wait().await;
+                mover.reschedule(org, b1.id, &slot(day + 600, day + 660, 10, 10), t(60)).await
+            });
+            let fresh_id = fresh.id;
+            let booked = tokio::spawn(async move {
+                barrier.wait().await;
+                booker.book(&booking_of(org, fresh_id, slot(day + 640, day + 700, 0, 0)), t(60)).await
+            });
+            let results = (moved.await.unwrap(), booked.await.unwrap());
+            let confirmed = stores[0].confirmed_bookings(a.org, a.recruiter, at(day), at(day + 1440)).await.unwrap();
+            match results {
+                (Ok(m), Err(StoreError::Conflict { what: SLOT_TAKEN })) => {
+                    assert_eq!(confirmed, vec![m], "round {round}");
+                    assert_eq!(stores[0].link(a.org, fresh.id, t(61)).await.unwrap().unwrap().status, LinkStatus::Sent);
+                }
+                (Err(StoreError::Conflict { what: SLOT_TAKEN }), Ok(n)) => {
+                    assert_eq!(confirmed.len(), 2, "round {round}");
+                    assert_eq!(confirmed[0].slot.starts_at, at(day + 300), "round {round}: the refused reschedule left b1 alone");
+                    assert_eq!(confirmed[1], n);
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        stores[1].close().await;
+    }
+}
