@@ -8,7 +8,10 @@
 //!   not tied to a grant: re-authorizing (a new grant) continues the same
 //!   threads. Each message remembers its grant (`grant_id`, a plain column, not
 //!   a foreign key), so deauthorizing keeps the mail unless the org purges it
-//!   ([`Store::purge_grant_mail`], called after `delete_grant`).
+//!   ([`Store::purge_grant_mail`], called after `delete_grant`). Deleting the
+//!   recruiter (user) deletes their threads and messages, shared ones included.
+//!   Deleting a candidate removes their links; a message left without any
+//!   candidate is no longer on any timeline (it stays until purged).
 //! - Crash safety: [`Store::store_page`] writes a page's messages *and* the
 //!   cursor after that page in one transaction, fenced by the sync state's
 //!   `version`. A crash before the commit leaves neither (the page is fetched
@@ -790,6 +793,22 @@ impl Store {
         })
     }
 
+    /// Saves the progress of a page that holds no candidate mail (cursor and
+    /// `seen` only); the same as [`Store::store_page`] with an empty page.
+    /// The stored counter is never the caller's: it counts what was inserted.
+    pub async fn save_page_progress(
+        &self,
+        grant: GrantId,
+        expected_version: i64,
+        progress: &PageProgress<'_>,
+        now: Timestamp,
+    ) -> Result<MailSyncState, StoreError> {
+        Ok(self
+            .store_page(grant, expected_version, &[], progress, now)
+            .await?
+            .state)
+    }
+
     // ---- threads and timeline -----------------------------------------------------
 
     /// A thread of `org` the viewer may see (own or shared), else `NotFound`.
@@ -1070,6 +1089,21 @@ impl Store {
             .bind(grant.get())
             .fetch_all(&mut *tx)
             .await?;
+            let mut threads = 0;
+            for &owner in &owners {
+                // Waits for (and then holds off) pages of the owner's grants in
+                // flight, so that a thread receiving a message from another
+                // grant is never taken for empty (each later statement reads
+                // what they committed).
+                sqlx::query(
+                    "UPDATE mail_sync_state SET updated_at = updated_at \
+                     WHERE grant_id IN (SELECT id FROM grants WHERE org_id = $1 AND user_id = $2)",
+                )
+                .bind(org.get())
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            }
             let messages =
                 sqlx::query("DELETE FROM mail_messages WHERE org_id = $1 AND grant_id = $2")
                     .bind(org.get())
@@ -1077,7 +1111,6 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-            let mut threads = 0;
             for owner in owners {
                 threads += sqlx::query(
                     "DELETE FROM mail_threads WHERE org_id = $1 AND owner_user_id = $2 \

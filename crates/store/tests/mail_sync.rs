@@ -2,6 +2,9 @@
 //! candidate timeline and purging — the same specification on SQLite and
 //! PostgreSQL.
 
+use std::future::Future;
+use std::task::Poll;
+
 use hirewire_domain::email::EmailAddress;
 use hirewire_store::testing::TestDb;
 use hirewire_store::*;
@@ -197,7 +200,74 @@ fn email_keys(items: &[TimelineItem]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `fut` for at most `polls` polls, then drops it where it stands (as a
+/// killed process stops): `None` when it was cut off.
+async fn cut_after<F: Future>(polls: usize, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut left = polls;
+    std::future::poll_fn(move |cx| {
+        if left == 0 {
+            return Poll::Ready(None);
+        }
+        left -= 1;
+        fut.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 both_backends! {
+    async fn a_backfill_interrupted_at_random_points_stores_exactly_the_candidate_mail(store: Store) {
+        // Each attempt is cut off after a few polls (as a killed process would
+        // stop), then the worker starts over from the saved state.
+        let w = world(&store, "Acme").await;
+        const PAGES: usize = 12;
+        const PER_PAGE: usize = 5;
+        let polls = [1, 3, 6, 10, 15, 25, 40, usize::MAX];
+        let (mut attempts, mut cut) = (0usize, 0usize);
+        loop {
+            let state = store.start_mail_sync(w.ga.id, t(-365 * 86_400), t(0)).await.unwrap();
+            if state.phase == SyncPhase::Incremental {
+                break;
+            }
+            let page_no: usize = state.backfill_cursor.as_deref().map_or(0, |c| c.parse().unwrap());
+            // Odd messages involve no candidate: listed (seen), never stored.
+            let page: Vec<NewMailMessage> = (0..PER_PAGE)
+                .filter(|i| i.is_multiple_of(2))
+                .map(|i| {
+                    let n = page_no * PER_PAGE + i;
+                    msg(&format!("p{n}"), &format!("k{}", n % 7), Some(&format!("m{n}@x")), 10_000 - n as i64, w.cand)
+                })
+                .collect();
+            let next = (page_no + 1).to_string();
+            let progress = if page_no + 1 == PAGES {
+                PageProgress { phase: SyncPhase::Incremental, backfill_cursor: None, incremental_cursor: Some("delta-0"), seen: PER_PAGE as u64 }
+            } else {
+                backfill(&next, PER_PAGE as u64)
+            };
+            let limit = polls[attempts % polls.len()];
+            attempts += 1;
+            match cut_after(limit, store.store_page(w.ga.id, state.version, &page, &progress, t(1))).await {
+                Some(done) => { done.unwrap(); }
+                None => cut += 1,
+            }
+        }
+        assert!(cut > 0, "some attempts were cut off");
+        let state = store.mail_sync_state(w.ga.id).await.unwrap().unwrap();
+        let wanted = PAGES * PER_PAGE.div_ceil(2);
+        assert_eq!((state.messages_seen, state.messages_stored), ((PAGES * PER_PAGE) as u64, wanted as u64));
+        let mut stored = Vec::new();
+        for item in whole_timeline(&store, w.org, w.cand, viewer(&w.a), 3).await {
+            let TimelineItem::Email(c) = item else { panic!() };
+            for m in store.thread_messages(w.org, c.thread_id, viewer(&w.a)).await.unwrap() {
+                stored.push(m.provider_message_id);
+            }
+        }
+        stored.sort();
+        let mut expected: Vec<String> = (0..PAGES * PER_PAGE).filter(|n| (n % PER_PAGE).is_multiple_of(2)).map(|n| format!("p{n}")).collect();
+        expected.sort();
+        assert_eq!(stored, expected, "nothing lost, nothing duplicated ({attempts} attempts, {cut} cut off)");
+    }
+
     async fn a_page_stored_again_after_a_crash_stores_each_message_once_and_counts_once(db: TestDb) {
         let store = db.store();
         let w = world(&store, "Acme").await;
@@ -236,9 +306,14 @@ both_backends! {
         let again = store.store_page(w.ga.id, reset.version, &all, &backfill("r1", 3), t(51)).await.unwrap();
         assert_eq!((again.stored, again.already_stored), (0, 3));
         assert_eq!(again.state.messages_stored, 3);
-        let done = PageProgress { phase: SyncPhase::Incremental, backfill_cursor: None, incremental_cursor: Some("h9"), seen: 0 };
-        let inc = store.store_page(w.ga.id, again.state.version, &[], &done, t(52)).await.unwrap();
-        assert_eq!((inc.state.phase, inc.state.incremental_cursor.as_deref()), (SyncPhase::Incremental, Some("h9")));
+        // The last page lists five messages that involve no candidate: only the cursor and counter move.
+        let done = PageProgress { phase: SyncPhase::Incremental, backfill_cursor: None, incremental_cursor: Some("h9"), seen: 5 };
+        let inc = store.save_page_progress(w.ga.id, again.state.version, &done, t(52)).await.unwrap();
+        assert_eq!((inc.phase, inc.incremental_cursor.as_deref()), (SyncPhase::Incremental, Some("h9")));
+        assert_eq!((inc.messages_seen, inc.messages_stored), (again.state.messages_seen + 5, 3));
+        store.record_mail_sync_error(w.ga.id, "throttled", t(53)).await.unwrap();
+        let failed = store.mail_sync_state(w.ga.id).await.unwrap().unwrap();
+        assert_eq!((failed.last_error.as_deref(), failed.last_error_at, failed.version), (Some("throttled"), Some(t(53)), inc.version));
 
         let items = whole_timeline(&store, w.org, w.cand, viewer(&w.a), 10).await;
         assert_eq!(email_keys(&items), ["k2", "k1"]);
