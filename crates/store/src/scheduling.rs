@@ -14,9 +14,11 @@
 //! link stays usable. Touching ranges (one ends where the next starts) are
 //! allowed; cancelled bookings block nothing. On PostgreSQL the writes that
 //! add a confirmed row version (book, reschedule, provider event) first take a
-//! per-recruiter advisory transaction lock: it does not enforce anything (the
-//! constraint does), it only queues racing writers so that the loser gets
-//! `slot_taken` at once instead of a deadlock between two exclusion checks.
+//! per-recruiter advisory transaction lock. It does not enforce the overlap
+//! rule (the constraint does); it queues racing writers so that the loser gets
+//! `slot_taken` at once instead of a deadlock between two exclusion checks, and
+//! it makes the optional per-day cap ([`DailyCap`], counted inside the same
+//! transaction) exact under concurrency, as `BEGIN IMMEDIATE` does on SQLite.
 //!
 //! **Links.** The store only sees the SHA-256 digest of a link's token. A link
 //! is `sent`, then `opened`, then `booked` (once: it becomes the booking's
@@ -47,6 +49,8 @@ pub const LINK_USED: &str = "link_used";
 pub const LINK_EXPIRED: &str = "link_expired";
 /// `Conflict` reason: the recruiter revoked the link.
 pub const LINK_REVOKED: &str = "link_revoked";
+/// `Conflict` reason: the recruiter's maximum of bookings for that day is reached.
+pub const DAY_FULL: &str = "day_full";
 /// `Conflict` reason: the booking was cancelled (it cannot be rescheduled).
 pub const BOOKING_CANCELLED: &str = "booking_cancelled";
 
@@ -357,6 +361,54 @@ pub struct NewBooking<'a> {
     pub attendee_phone: Option<&'a str>,
     pub attendee_note: Option<&'a str>,
     pub attendee_time_zone: &'a str,
+    /// The recruiter's maximum bookings per day, checked in the same
+    /// transaction (so racing bookings cannot exceed it).
+    pub daily_cap: Option<DailyCap>,
+}
+
+/// At most `max` confirmed bookings of the recruiter start in `[day_start,
+/// day_end)`: the slot's day in the recruiter's zone, computed by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyCap {
+    /// At least 1.
+    pub max: u32,
+    pub day_start: Timestamp,
+    pub day_end: Timestamp,
+}
+
+impl DailyCap {
+    fn check(&self, slot: &Slot) -> Result<(), StoreError> {
+        if self.max >= 1 && self.day_start <= slot.starts_at && slot.starts_at < self.day_end {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!(
+                "daily cap {self:?}: expected max >= 1 and the slot starting within the day"
+            )))
+        }
+    }
+}
+
+/// Counts the recruiter's other confirmed bookings starting in the cap's day
+/// (call after the row is written, inside the transaction) and refuses with
+/// `DAY_FULL` when they already reach the cap.
+macro_rules! check_daily_cap {
+    ($tx:ident, $cap:expr, $user:expr, $booking:expr) => {
+        if let Some(cap) = $cap {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM bookings WHERE user_id = $1 AND status = 'confirmed' \
+                 AND starts_at >= $2 AND starts_at < $3 AND id <> $4",
+            )
+            .bind($user)
+            .bind(ms(cap.day_start))
+            .bind(ms(cap.day_end))
+            .bind($booking)
+            .fetch_one(&mut *$tx)
+            .await?;
+            if others >= i64::from(cap.max) {
+                return Err(StoreError::Conflict { what: DAY_FULL });
+            }
+        }
+    };
 }
 
 /// First key of the PostgreSQL advisory lock that orders one recruiter's
@@ -766,11 +818,15 @@ impl Store {
     /// (`confirmed`) and the link becomes `booked` with its `booking_id`.
     ///
     /// Errors (nothing is written): `Conflict` with [`SLOT_TAKEN`] (the blocked
-    /// range overlaps another confirmed booking of the recruiter),
+    /// range overlaps another confirmed booking of the recruiter), [`DAY_FULL`]
+    /// (with a `daily_cap`),
     /// [`LINK_USED`], [`LINK_EXPIRED`] or [`LINK_REVOKED`]; `NotFound` for a
     /// link outside the org; `Invalid` for a malformed slot.
     pub async fn book(&self, b: &NewBooking<'_>, now: Timestamp) -> Result<Booking, StoreError> {
         b.slot.check()?;
+        if let Some(cap) = &b.daily_cap {
+            cap.check(&b.slot)?;
+        }
         let now_ms = ms(now);
         let sql = concat!(
             "UPDATE bookings SET idempotency_key = $2 WHERE id = $1 RETURNING ",
@@ -834,13 +890,13 @@ impl Store {
                         .await?;
                         return Err(unusable(&link.decode(now)?));
                     }
-                    Some(
-                        sqlx::query_as(sql)
-                            .bind(id)
-                            .bind(idempotency_key(id, now_ms))
-                            .fetch_one(&mut *tx)
-                            .await?,
-                    )
+                    let row: BookingRow = sqlx::query_as(sql)
+                        .bind(id)
+                        .bind(idempotency_key(id, now_ms))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    check_daily_cap!(tx, b.daily_cap, row.user_id, id);
+                    Some(row)
                 }
             }
         });
@@ -856,17 +912,22 @@ impl Store {
     }
 
     /// Moves a confirmed booking to `slot` under the same no-overlap rule (its
-    /// own old range does not count). On `Conflict { what: SLOT_TAKEN }` the
-    /// booking is unchanged; `Conflict { what: BOOKING_CANCELLED }` for a
+    /// own old range does not count) and, with `daily_cap`, the new day's cap
+    /// (itself not counted). On `Conflict` with [`SLOT_TAKEN`] or [`DAY_FULL`]
+    /// the booking is unchanged; `Conflict { what: BOOKING_CANCELLED }` for a
     /// cancelled one; `NotFound` outside the org.
     pub async fn reschedule(
         &self,
         org: OrgId,
         id: BookingId,
         slot: &Slot,
+        daily_cap: Option<DailyCap>,
         now: Timestamp,
     ) -> Result<Booking, StoreError> {
         slot.check()?;
+        if let Some(cap) = &daily_cap {
+            cap.check(slot)?;
+        }
         let sql = concat!(
             "UPDATE bookings SET starts_at = $3, ends_at = $4, blocked_start = $5, blocked_end = $6, updated_at = $7 \
              WHERE id = $1 AND org_id = $2 AND status = 'confirmed' RETURNING ",
@@ -879,7 +940,7 @@ impl Store {
                 "SELECT user_id FROM bookings WHERE id = $2",
                 id.get()
             );
-            sqlx::query_as(sql)
+            let row: Option<BookingRow> = sqlx::query_as(sql)
                 .bind(id.get())
                 .bind(org.get())
                 .bind(ms(slot.starts_at))
@@ -889,7 +950,11 @@ impl Store {
                 .bind(ms(now))
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(booking_write_err)?
+                .map_err(booking_write_err)?;
+            if let Some(r) = &row {
+                check_daily_cap!(tx, daily_cap, r.user_id, r.id);
+            }
+            row
         });
         match row {
             Some(row) => row.try_into(),

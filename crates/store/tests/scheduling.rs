@@ -89,6 +89,7 @@ fn booking_of(org: OrgId, link: SchedulingLinkId, slot: Slot) -> NewBooking<'sta
         attendee_phone: Some("+33 6 12 34 56 78"),
         attendee_note: Some("Looking forward"),
         attendee_time_zone: "America/New_York",
+        daily_cap: None,
     }
 }
 
@@ -236,7 +237,7 @@ both_backends! {
         assert_eq!(conflict(store.revoke_link(a.org, l.id, t(12)).await), LINK_USED);
 
         store.set_booking_provider_event(a.org, b.id, "AAMkAD-event", Some("uid-1@example"), t(13)).await.unwrap();
-        let moved = store.reschedule(a.org, b.id, &slot(120, 210, 15, 10), t(14)).await.unwrap();
+        let moved = store.reschedule(a.org, b.id, &slot(120, 210, 15, 10), None, t(14)).await.unwrap();
         assert_eq!((moved.provider_event_id.as_deref(), moved.ical_uid.as_deref()), (Some("AAMkAD-event"), Some("uid-1@example")), "rescheduling keeps the event");
         assert_eq!((moved.idempotency_key.as_str(), moved.slot.starts_at, moved.updated_at), (b.idempotency_key.as_str(), at(120), t(14)));
         assert_eq!(store.booking(a.org, b.id).await.unwrap(), Some(moved));
@@ -315,7 +316,7 @@ both_backends! {
         assert_eq!(store.cancel_booking(a.org, b1.id, t(4)).await.unwrap(), c, "cancelling twice is a no-op");
         assert!(store.confirmed_bookings(a.org, a.recruiter, at(0), at(1440)).await.unwrap().is_empty());
         let b2 = store.book(&booking_of(a.org, l2.id, slot(630, 690, 0, 0)), t(5)).await.unwrap();
-        assert_eq!(conflict(store.reschedule(a.org, b1.id, &slot(900, 960, 0, 0), t(6)).await), BOOKING_CANCELLED);
+        assert_eq!(conflict(store.reschedule(a.org, b1.id, &slot(900, 960, 0, 0), None, t(6)).await), BOOKING_CANCELLED);
         assert_eq!(store.link(a.org, l1.id, t(6)).await.unwrap().unwrap().status, LinkStatus::Booked, "a cancelled booking's link stays used");
         assert_eq!(store.booking_by_link_digest(b"d1").await.unwrap().unwrap().status, BookingStatus::Cancelled);
         assert_eq!(conflict(store.book(&booking_of(a.org, l3.id, slot(600, 640, 0, 0)), t(7)).await), SLOT_TAKEN, "the new booking holds the range");
@@ -328,14 +329,14 @@ both_backends! {
         let l2 = link(&store, &a, b"d2").await;
         let b1 = store.book(&booking_of(a.org, l1.id, slot(600, 660, 10, 10)), t(1)).await.unwrap();
         let b2 = store.book(&booking_of(a.org, l2.id, slot(720, 780, 0, 0)), t(1)).await.unwrap();
-        assert_eq!(conflict(store.reschedule(a.org, b2.id, &slot(665, 725, 0, 0), t(2)).await), SLOT_TAKEN, "into b1's after buffer");
-        assert_eq!(conflict(store.reschedule(a.org, b2.id, &slot(680, 700, 15, 0), t(2)).await), SLOT_TAKEN, "b2's own buffer reaches b1's");
+        assert_eq!(conflict(store.reschedule(a.org, b2.id, &slot(665, 725, 0, 0), None, t(2)).await), SLOT_TAKEN, "into b1's after buffer");
+        assert_eq!(conflict(store.reschedule(a.org, b2.id, &slot(680, 700, 15, 0), None, t(2)).await), SLOT_TAKEN, "b2's own buffer reaches b1's");
         assert_eq!(store.booking(a.org, b2.id).await.unwrap(), Some(b2.clone()), "unchanged");
         // Overlapping its own old range is fine; touching b1 is fine.
-        let moved = store.reschedule(a.org, b2.id, &slot(690, 750, 20, 0), t(3)).await.unwrap();
+        let moved = store.reschedule(a.org, b2.id, &slot(690, 750, 20, 0), None, t(3)).await.unwrap();
         assert_eq!((moved.slot.blocked_start, moved.slot.ends_at, moved.status), (at(670), at(750), BookingStatus::Confirmed));
         assert_eq!(store.confirmed_bookings(a.org, a.recruiter, at(0), at(1440)).await.unwrap(), vec![b1, moved]);
-        assert!(matches!(store.reschedule(a.org, BookingId(9999), &slot(0, 30, 0, 0), t(4)).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.reschedule(a.org, BookingId(9999), &slot(0, 30, 0, 0), None, t(4)).await, Err(StoreError::NotFound)));
     }
 
     async fn links_and_bookings_are_scoped_to_their_org(store: Store) {
@@ -348,7 +349,7 @@ both_backends! {
         let booked = store.book(&booking_of(a.org, l.id, slot(600, 630, 0, 0)), t(2)).await.unwrap();
         assert_eq!(store.booking(b.org, booked.id).await.unwrap(), None);
         assert!(matches!(store.cancel_booking(b.org, booked.id, t(3)).await, Err(StoreError::NotFound)));
-        assert!(matches!(store.reschedule(b.org, booked.id, &slot(700, 730, 0, 0), t(3)).await, Err(StoreError::NotFound)));
+        assert!(matches!(store.reschedule(b.org, booked.id, &slot(700, 730, 0, 0), None, t(3)).await, Err(StoreError::NotFound)));
         assert!(matches!(store.set_booking_provider_event(b.org, booked.id, "evil", None, t(3)).await, Err(StoreError::NotFound)));
         assert!(store.confirmed_bookings(b.org, a.recruiter, at(0), at(1440)).await.unwrap().is_empty());
         assert!(store.list_links(b.org, LinkFilter::User(a.recruiter), t(3)).await.unwrap().is_empty());
@@ -512,7 +513,7 @@ both_backends! {
             let b = barrier.clone();
             let moved = tokio::spawn(async move {
                 b.wait().await;
-                mover.reschedule(org, b1.id, &slot(day + 600, day + 660, 10, 10), t(60)).await
+                mover.reschedule(org, b1.id, &slot(day + 600, day + 660, 10, 10), None, t(60)).await
             });
             let fresh_id = fresh.id;
             let booked = tokio::spawn(async move {
@@ -535,5 +536,73 @@ both_backends! {
             }
         }
         stores[1].close().await;
+    }
+}
+
+/// The day `d` (0 = the day of [`at`]'s minute 0), as a cap of `max`.
+fn cap(d: i64, max: u32) -> Option<DailyCap> {
+    Some(DailyCap {
+        max,
+        day_start: at(d * 1440),
+        day_end: at((d + 1) * 1440),
+    })
+}
+
+both_backends! {
+    async fn the_daily_cap_is_checked_with_the_write_even_when_bookings_race(db: TestDb) {
+        let stores = [db.store(), db.open_another().await.unwrap()];
+        let a = fixture(&stores[0], "Acme").await;
+        for round in 0..10i64 {
+            let mut tasks = Vec::new();
+            let barrier = Arc::new(tokio::sync::Barrier::new(6));
+            for i in 0..6i64 {
+                let l = link(&stores[0], &a, format!("r{round}-{i}").as_bytes()).await;
+                let store = stores[(i % 2) as usize].clone();
+                let barrier = barrier.clone();
+                let org = a.org;
+                // Six disjoint slots of the same day.
+                let s = slot(round * 1440 + 480 + i * 60, round * 1440 + 510 + i * 60, 5, 5);
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    let mut b = booking_of(org, l.id, s);
+                    b.daily_cap = cap(round, 2);
+                    store.book(&b, t(60)).await
+                }));
+            }
+            let mut wins = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(_) => wins += 1,
+                    Err(e) => assert!(matches!(e, StoreError::Conflict { what: DAY_FULL }), "round {round}: {e:?}"),
+                }
+            }
+            assert_eq!(wins, 2, "round {round}: exactly the cap");
+        }
+        stores[1].close().await;
+    }
+
+    async fn rescheduling_respects_the_daily_cap_of_the_new_day_without_counting_itself(store: Store) {
+        let a = fixture(&store, "Acme").await;
+        let mut booked = Vec::new();
+        for (i, (start, day)) in [(600, 0), (720, 0), (2040, 1)].into_iter().enumerate() {
+            let l = link(&store, &a, format!("d{i}").as_bytes()).await;
+            let mut b = booking_of(a.org, l.id, slot(start, start + 30, 0, 0));
+            b.daily_cap = cap(day, 2);
+            booked.push(store.book(&b, t(1)).await.unwrap());
+        }
+        let l = link(&store, &a, b"full").await;
+        let mut b = booking_of(a.org, l.id, slot(900, 930, 0, 0));
+        b.daily_cap = cap(0, 2);
+        assert_eq!(conflict(store.book(&b, t(2)).await), DAY_FULL);
+        assert_eq!(store.link(a.org, l.id, t(2)).await.unwrap().unwrap().status, LinkStatus::Sent, "the refused booking left the link usable");
+        b.daily_cap = cap(1, 2);
+        assert!(matches!(store.book(&b, t(2)).await, Err(StoreError::Invalid(_))), "the slot must start within the cap's day");
+
+        // Within its own day: it does not count itself.
+        store.reschedule(a.org, booked[0].id, &slot(660, 690, 0, 0), cap(0, 2), t(3)).await.unwrap();
+        // Day 1 already has one booking; moving a second one there fills it, a third is refused.
+        store.reschedule(a.org, booked[1].id, &slot(2100, 2130, 0, 0), cap(1, 2), t(4)).await.unwrap();
+        assert_eq!(conflict(store.reschedule(a.org, booked[0].id, &slot(2200, 2230, 0, 0), cap(1, 2), t(5)).await), DAY_FULL);
+        assert_eq!(store.booking(a.org, booked[0].id).await.unwrap().unwrap().slot.starts_at, at(660), "unchanged");
     }
 }
