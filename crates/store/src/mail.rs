@@ -852,10 +852,10 @@ impl Store {
             sqlx::query_as(
                 "SELECT g.id, g.thread_key, g.latest_at FROM ( \
                    SELECT MIN(t.id) AS id, t.thread_key AS thread_key, MAX(t.latest_at) AS latest_at \
-                   FROM mail_threads t \
+                   FROM (SELECT DISTINCT c.thread_id FROM mail_message_candidates c \
+                         WHERE c.org_id = $1 AND c.candidate_id = $2) ct \
+                   JOIN mail_threads t ON t.id = ct.thread_id \
                    WHERE t.org_id = $1 AND (t.owner_user_id = $3 OR t.shared) \
-                     AND EXISTS (SELECT 1 FROM mail_message_candidates c \
-                                 WHERE c.org_id = $1 AND c.candidate_id = $2 AND c.thread_id = t.id) \
                    GROUP BY t.thread_key) g \
                  WHERE ($4 IS NULL OR g.latest_at < $4 OR (g.latest_at = $4 AND g.id < $5)) \
                  ORDER BY g.latest_at DESC, g.id DESC LIMIT $6",
@@ -895,7 +895,8 @@ impl Store {
                 messages: count(r.messages)?,
             }));
         }
-        // Only the groups that can make it onto this page get their threads read.
+        // Driven by the candidate's links (not by the org's threads); only the
+        // groups that make it onto this page get their threads read.
         let mut merged: Vec<(TimelineCursor, Option<EmailGroupRow>)> =
             items.iter().map(|i| (i.cursor(), None)).collect();
         for g in groups {

@@ -415,6 +415,10 @@ both_backends! {
         assert!(!back.shared && back.shared_by.is_none());
         assert!(keys(&w.admin).await.is_empty());
         assert_eq!(keys(&w.a).await, ["k1"], "the owner still sees it");
+        let own = inbox(&store, &w.admin).await;
+        put(&store, own.id, &[msg("x1", "k9", None, 5, w.cand)]).await;
+        assert_eq!(keys(&w.admin).await, ["k9"], "an admin sees their own mail");
+        assert_eq!(keys(&w.a).await, ["k1"], "and nobody else does");
     }
 
     async fn the_same_message_in_two_recruiters_shared_threads_shows_once(store: Store) {
