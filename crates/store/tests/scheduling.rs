@@ -552,7 +552,7 @@ both_backends! {
     async fn the_daily_cap_is_checked_with_the_write_even_when_bookings_race(db: TestDb) {
         let stores = [db.store(), db.open_another().await.unwrap()];
         let a = fixture(&stores[0], "Acme").await;
-        for round in 0..10i64 {
+        for round in 0..20i64 {
             let mut tasks = Vec::new();
             let barrier = Arc::new(tokio::sync::Barrier::new(6));
             for i in 0..6i64 {
