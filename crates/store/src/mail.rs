@@ -16,8 +16,11 @@
 //!   cursor after that page in one transaction, fenced by the sync state's
 //!   `version`. A crash before the commit leaves neither (the page is fetched
 //!   again from the old cursor); a crash after it leaves both (the next page is
-//!   fetched). Messages are unique per (grant, provider message id), so a page
-//!   that is fetched again after a reset (resync) stores nothing twice.
+//!   fetched). A worker that does not know whether its commit landed re-reads
+//!   the state: the cursor and `version` say. Messages are unique per (grant,
+//!   provider message id), so a page fetched again after a reset (resync)
+//!   stores nothing twice. When a grant is replaced in place by another
+//!   mailbox (`put_grant` keeps the id), call [`Store::reset_mail_sync`].
 //! - Visibility of email: a viewer sees the threads they own and the threads
 //!   shared with the org. Admins get no more than that (they do not read
 //!   private mail); they may only take a shared thread back. InMail is visible
@@ -25,7 +28,10 @@
 //! - A conversation on the timeline is one thread key: the visible threads of
 //!   several owners with the same key (e.g. the root Message-ID) form one
 //!   conversation, and a message present in several of them (same Message-ID)
-//!   is shown once. All InMail between one recruiter and the candidate is one
+//!   is shown once. Provider thread ids (Gmail `threadId`, Graph
+//!   `conversationId`) are per mailbox, so copies in two mailboxes only meet in
+//!   one conversation when the sync engine keys threads by something shared
+//!   (the root Message-ID). All InMail between one recruiter and the candidate is one
 //!   InMail conversation; inbound InMail has no recruiter in the model
 //!   (`author_user_id` is NULL), so it forms its own conversation with
 //!   `recruiter: None`.
