@@ -29,9 +29,10 @@
 //! caller's policy.
 //!
 //! **Provider events.** Each booking has an [`Booking::idempotency_key`] fixed
-//! when it is created from its id: use it as the Graph `transactionId` and as
-//! the Google event id (it is valid base32hex), so a retried create never makes
-//! a second event. Reschedule updates that event; cancel deletes it.
+//! when it is created from its id: it is the `idempotency_key` of the
+//! providers crate's calendar `NewEvent` (the Graph `transactionId`; the Google
+//! event id is derived from it there), so a retried create never makes a second
+//! event. Reschedule updates that event; cancel deletes it.
 
 use hirewire_domain::ids::{BookingId, CandidateId, OrgId, SchedulingLinkId, UserId};
 use jiff::Timestamp;
@@ -341,8 +342,9 @@ pub struct Booking {
     /// The provider's event id, once created.
     pub provider_event_id: Option<String>,
     pub ical_uid: Option<String>,
-    /// Stable for the booking's life: the Graph `transactionId` and the Google
-    /// event id (base32hex: `0-9a-v`, 5–1024 characters).
+    /// Stable for the booking's life: the key of the provider event's
+    /// idempotent create. Only `0-9a-v`, so it is itself a valid Google event
+    /// id too.
     pub idempotency_key: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
