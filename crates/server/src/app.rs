@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(integration_pages::routes())
+        .merge(crate::timeline::routes())
         .nest("/api/v1", api::routes())
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))

@@ -19,6 +19,7 @@ pub mod integrations;
 pub mod pages;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timeline;
 pub mod users;
 
 pub use app::{AppState, router, serve};

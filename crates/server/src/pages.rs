@@ -485,13 +485,6 @@ async fn create_candidate(
     }
 }
 
-pub struct MessageRow {
-    pub direction: &'static str,
-    pub who: String,
-    pub when: String,
-    pub body: String,
-}
-
 #[derive(Template)]
 #[template(path = "candidate.html")]
 struct CandidatePage {
@@ -499,25 +492,41 @@ struct CandidatePage {
     id: CandidateId,
     name: String,
     emails: Vec<String>,
-    messages: Vec<MessageRow>,
+    timeline: crate::timeline::TimelineView,
+    csrf: String,
+    sandbox: &'static str,
     draft: String,
     body_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CandidateQuery {
+    before: Option<String>,
 }
 
 async fn candidate_page(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
+    Query(q): Query<CandidateQuery>,
 ) -> Result<Response, PageError> {
-    render_candidate(&state, &viewer, &id, String::new(), None)
-        .await
-        .map(IntoResponse::into_response)
+    render_candidate(
+        &state,
+        &viewer,
+        &id,
+        q.before.as_deref(),
+        String::new(),
+        None,
+    )
+    .await
+    .map(IntoResponse::into_response)
 }
 
 async fn render_candidate(
     state: &AppState,
     viewer: &Viewer,
     id: &str,
+    before: Option<&str>,
     draft: String,
     body_error: Option<String>,
 ) -> Result<(StatusCode, Response), PageError> {
@@ -528,28 +537,7 @@ async fn render_candidate(
         .candidate(org, id)
         .await?
         .ok_or_else(PageError::not_found)?;
-    let messages = state.store.list_inmail(org, id, None, 200).await?;
-    let tz = viewer_zone(viewer);
-    let names = users::author_names(state, org, &messages).await?;
-    let rows = messages
-        .into_iter()
-        .map(|m| MessageRow {
-            direction: m.direction.as_str(),
-            who: match m.direction {
-                Direction::Inbound => candidate.name.clone(),
-                Direction::Outbound => m
-                    .author_user_id
-                    .and_then(|u| names.get(&u).cloned())
-                    .unwrap_or_else(|| "A former user".into()),
-            },
-            when: m
-                .sent_at
-                .to_zoned_datetime(tz.clone())
-                .strftime("%b %-d, %Y %H:%M %Z")
-                .to_string(),
-            body: m.body,
-        })
-        .collect();
+    let timeline = crate::timeline::load(state, viewer, id, &candidate.name, before).await?;
     let status = if body_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -564,7 +552,9 @@ async fn render_candidate(
             .into_iter()
             .map(|e| e.address.to_string())
             .collect(),
-        messages: rows,
+        timeline,
+        csrf: viewer.csrf.clone(),
+        sandbox: hirewire_mail::IFRAME_SANDBOX,
         draft,
         body_error,
     };
@@ -585,7 +575,7 @@ async fn write_inmail(
     match users::validate_inmail_body(&form.body) {
         Err(msg) => {
             let (status, page) =
-                render_candidate(&state, &viewer, &id, form.body.clone(), Some(msg)).await?;
+                render_candidate(&state, &viewer, &id, None, form.body.clone(), Some(msg)).await?;
             Ok((status, page).into_response())
         }
         Ok(body) => {
