@@ -102,10 +102,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    sync_workers.iter().for_each(tokio::task::JoinHandle::abort);
+    served
 }
 
 /// The process is up.

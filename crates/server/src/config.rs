@@ -21,6 +21,8 @@ pub struct Config {
     pub sign_in_limits: SignInLimits,
     /// Where the providers are: the real services, or the sandbox.
     pub provider_endpoints: Endpoints,
+    /// The mail sync engine (window, paging, schedule, leases, background workers).
+    pub sync: crate::sync::SyncConfig,
 }
 
 /// Sign-in attempts allowed per account and per client address.
@@ -52,6 +54,7 @@ impl Config {
             password_cost: PasswordCost::default(),
             sign_in_limits: SignInLimits::default(),
             provider_endpoints: Endpoints::real(),
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 

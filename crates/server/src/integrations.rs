@@ -614,7 +614,7 @@ async fn store_tokens(
 ) -> Result<(), Notice> {
     let access = seal_secret(state, &tokens.access_token);
     let refresh = tokens.refresh_token.as_ref().map(|r| seal_secret(state, r));
-    state
+    let grant = state
         .store
         .put_grant(
             &NewGrant {
@@ -635,8 +635,11 @@ async fn store_tokens(
             now,
         )
         .await
-        .map(|_| ())
-        .map_err(internal)
+        .map_err(internal)?;
+    if kind == CapabilityKind::Inbox {
+        crate::sync::enqueue_sync(state, grant.id).await;
+    }
+    Ok(())
 }
 
 /// Turns a provider failure into a notice, and records what the org's admin

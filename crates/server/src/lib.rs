@@ -17,6 +17,7 @@ pub mod error;
 pub mod integration_pages;
 pub mod integrations;
 pub mod pages;
+pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;

@@ -1,0 +1,493 @@
+//! The mail sync engine against the provider sandbox, on both storage
+//! backends: workers are run step by step (`run_one`) on a manual clock.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hirewire_domain::email::{AddressKey, EmailAddress};
+use hirewire_domain::ids::{CandidateId, OrgId};
+use hirewire_server::sync::{self, StopReason, SyncOutcome};
+use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
+use hirewire_server::{AppState, integrations};
+use hirewire_store::testing::TestDb;
+use hirewire_store::{
+    AccessLevelSetting, CapabilityKind, JobStatus, MailViewer, SyncPhase, User, both_backends,
+    normalize_message_id,
+};
+use jiff::SignedDuration;
+use reqwest::Method;
+use serde_json::json;
+
+/// External candidates of the generated mailboxes.
+const CANDIDATES: [&str; 2] = [
+    "jordan.rivers@talentmail.example",
+    "sam.okafor@outlook.example",
+];
+
+struct Scenario {
+    world: World,
+    org: OrgId,
+    riley: User,
+    /// The sandbox mailbox (the provider account).
+    mailbox: &'static str,
+    /// Candidates of the org, in `CANDIDATES` order, then the internal one.
+    candidates: Vec<CandidateId>,
+    /// Message-ID of mail from a candidate on the org's own domain (internal-only).
+    internal_mail: String,
+}
+
+/// An org using `provider`, a recruiter whose inbox is a generated sandbox
+/// mailbox with some candidate mail, the candidates, and the inbox authorized.
+async fn scenario(db: &TestDb, provider: &str) -> Scenario {
+    let world = World::start(db).await;
+    let (mailbox, domain, internal) = if provider == "microsoft" {
+        (
+            "adele@acme.example",
+            "acme.example",
+            "alex.intern@acme.example",
+        )
+    } else {
+        (
+            "hank@globex.example",
+            "globex.example",
+            "alex.intern@globex.example",
+        )
+    };
+    let org = world.app.org("Talent Co", &[domain]).await;
+    world
+        .app
+        .user(org, "riley@talent.example", RECRUITER, "riley-password")
+        .await;
+    world
+        .use_provider(org, provider, None, AccessLevelSetting::SendAndView)
+        .await;
+    world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{mailbox}/generate"),
+            Some(json!({
+                "n": 40, "seed": 7, "candidates": CANDIDATES, "candidate_share": 0.35,
+                "start": "2026-03-01", "end": "2026-11-01"
+            })),
+        )
+        .await;
+    // A colleague who is also a candidate writes: internal-only, not stored.
+    let injected = world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{mailbox}/messages"),
+            Some(json!({"from": internal, "to": [mailbox], "subject": "Lunch?", "body": "Internal only.", "received_at": "2026-10-01T10:00:00Z"})),
+        )
+        .await;
+    let mut candidates = Vec::new();
+    for (i, a) in CANDIDATES.iter().chain([&internal]).enumerate() {
+        let c = world
+            .app
+            .store
+            .create_candidate(
+                org,
+                &format!("Candidate {i}"),
+                &[EmailAddress::parse(a).unwrap()],
+                world.app.now(),
+            )
+            .await
+            .unwrap();
+        candidates.push(c.id);
+    }
+    let client = world
+        .app
+        .signed_in("riley@talent.example", "riley-password")
+        .await;
+    let landing = world
+        .authorize(
+            &client,
+            "/settings/email-calendar/inbox/authorize",
+            &[],
+            mailbox,
+            Answer::AcceptAll,
+        )
+        .await;
+    match landing {
+        Landing::Redirect(url) => {
+            let body = client.get(url).send().await.unwrap().text().await.unwrap();
+            assert!(body.contains("data-code=\"authorized\""), "{body}");
+        }
+        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
+    }
+    let riley = world
+        .app
+        .store
+        .user_by_email_key(&AddressKey::of("riley@talent.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    Scenario {
+        world,
+        org,
+        riley,
+        mailbox,
+        candidates,
+        internal_mail: normalize_message_id(injected["internet_message_id"].as_str().unwrap())
+            .unwrap(),
+    }
+}
+
+impl Scenario {
+    /// An instance of the app on the same store and keys, with small pages.
+    fn worker(&self) -> AppState {
+        let app = &self.world.app;
+        let mut config = app.state.config.clone();
+        config.sync.page_size = 7;
+        AppState::new(
+            config,
+            app.store.clone(),
+            app.state.keyring.clone(),
+            Arc::new(app.clock.clone()),
+        )
+    }
+
+    async fn grant(&self) -> hirewire_store::Grant {
+        self.world
+            .app
+            .store
+            .grant(self.riley.id, CapabilityKind::Inbox)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Message-IDs of the sandbox mailbox's mail from or to an external candidate.
+    async fn candidate_mail(&self) -> BTreeSet<String> {
+        let list = self
+            .world
+            .control(
+                Method::GET,
+                &format!("/_sandbox/mailboxes/{}/messages", self.mailbox),
+                None,
+            )
+            .await;
+        let mut out = BTreeSet::new();
+        for m in list["messages"].as_array().unwrap() {
+            let id = m["id"].as_str().unwrap();
+            let one = self
+                .world
+                .control(
+                    Method::GET,
+                    &format!("/_sandbox/mailboxes/{}/messages/{id}", self.mailbox),
+                    None,
+                )
+                .await;
+            let raw = one["raw"].as_str().unwrap().to_lowercase();
+            let headers = raw.split("\r\n\r\n").next().unwrap_or("");
+            if CANDIDATES.iter().any(|c| headers.contains(c)) {
+                out.insert(
+                    normalize_message_id(m["internet_message_id"].as_str().unwrap()).unwrap(),
+                );
+            }
+        }
+        out
+    }
+
+    /// Message-IDs stored for the org's candidates, as the recruiter sees them.
+    async fn stored(&self) -> BTreeSet<String> {
+        self.conversations().await.into_iter().flatten().collect()
+    }
+
+    /// The Message-IDs of each email conversation on the candidates' timelines.
+    async fn conversations(&self) -> Vec<BTreeSet<String>> {
+        let store = &self.world.app.store;
+        let viewer = MailViewer {
+            user: self.riley.id,
+            is_admin: false,
+        };
+        let mut out = Vec::new();
+        for &c in &self.candidates {
+            let page = store
+                .candidate_timeline(self.org, c, viewer, None, 100)
+                .await
+                .unwrap();
+            assert!(page.next.is_none());
+            for item in page.items {
+                if let hirewire_store::TimelineItem::Email(e) = item {
+                    let messages = store
+                        .thread_messages(self.org, e.thread_id, viewer)
+                        .await
+                        .unwrap();
+                    out.push(
+                        messages
+                            .into_iter()
+                            .map(|m| m.message_id_header.unwrap())
+                            .collect(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    async fn inject_reply(&self, from: &str, to: &str) -> String {
+        let r = self
+            .world
+            .control(
+                Method::POST,
+                &format!("/_sandbox/mailboxes/{}/messages", self.mailbox),
+                Some(json!({"from": from, "to": [self.mailbox], "in_reply_to": to, "body": "Thanks, Tuesday works."})),
+            )
+            .await;
+        normalize_message_id(r["internet_message_id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn mail_requests(&self) -> u64 {
+        let c = self
+            .world
+            .control(Method::GET, "/_sandbox/counters", None)
+            .await;
+        c["endpoints"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("graph.") || k.starts_with("gmail."))
+                    .map(|(_, v)| v["requests"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+async fn backfill_then_a_reply_arrives(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider).await;
+    let worker = s.worker();
+    let steps = sync::run_until_idle(&worker, "w1", 100).await;
+    assert!(
+        matches!(steps.first(), Some(SyncOutcome::Started { .. })),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .filter(|o| matches!(o, SyncOutcome::Page { .. }))
+            .count()
+            >= 5,
+        "40 messages in pages of 7: {steps:?}"
+    );
+    assert!(matches!(
+        steps.last(),
+        Some(SyncOutcome::Page { done: true, .. } | SyncOutcome::Incremental { .. })
+    ));
+    let expected = s.candidate_mail().await;
+    assert!(
+        expected.len() >= 5,
+        "the mailbox holds candidate mail: {expected:?}"
+    );
+    let stored = s.stored().await;
+    assert_eq!(stored, expected, "exactly the candidate mail is stored");
+    let state = s
+        .world
+        .app
+        .store
+        .mail_sync_state(s.grant().await.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.messages_stored, expected.len() as u64);
+    assert!(
+        state.messages_seen >= 41,
+        "every message was listed: {state:?}"
+    );
+    assert!(state.backfill_cursor.is_none() && state.incremental_cursor.is_some());
+
+    // Caught up: nothing is due until the interval has passed.
+    sync::run_until_idle(&worker, "w1", 100).await;
+    assert!(
+        sync::run_one(&worker, "w1").await.is_none(),
+        "no tight loop"
+    );
+
+    // A candidate replies to one of the synced messages.
+    let parent = expected.iter().next().unwrap().clone();
+    let reply = s.inject_reply(CANDIDATES[0], &parent).await;
+    assert!(
+        sync::run_one(&worker, "w1").await.is_none(),
+        "not before the interval"
+    );
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    let steps = sync::run_until_idle(&worker, "w1", 10).await;
+    assert!(
+        matches!(steps.as_slice(), [SyncOutcome::Incremental { report, .. }] if report.stored == 1),
+        "{steps:?}"
+    );
+    let stored = s.stored().await;
+    assert!(stored.contains(&reply), "the reply is on the timeline");
+    assert!(
+        s.conversations()
+            .await
+            .iter()
+            .any(|c| c.contains(&reply) && c.contains(&parent)),
+        "the reply joins its parent's conversation (root Message-ID)"
+    );
+    assert_eq!(stored.len(), expected.len() + 1);
+    assert!(
+        !stored.contains(&s.internal_mail),
+        "internal-only mail is not stored"
+    );
+}
+
+async fn an_expired_cursor_resyncs_without_duplicates(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider).await;
+    let worker = s.worker();
+    sync::run_until_idle(&worker, "w1", 100).await;
+    let before = s.stored().await;
+    // The reply arrives, then the cursor (older than the reply) is expired.
+    let parent = before.iter().next().unwrap().clone();
+    let reply = s.inject_reply(CANDIDATES[1], &parent).await;
+    let expire = if provider == "microsoft" {
+        "delta-tokens/expire"
+    } else {
+        "history/expire"
+    };
+    s.world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{}/{expire}", s.mailbox),
+            Some(json!({})),
+        )
+        .await;
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    let steps = sync::run_until_idle(&worker, "w1", 100).await;
+    assert!(
+        matches!(steps.first(), Some(SyncOutcome::Resync { .. })),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().any(|o| matches!(
+            o,
+            SyncOutcome::Page {
+                phase: SyncPhase::Resync,
+                done: true,
+                ..
+            }
+        )),
+        "{steps:?}"
+    );
+    let stored = s.stored().await;
+    let mut expected = before.clone();
+    expected.insert(reply);
+    assert_eq!(stored, expected);
+    assert_eq!(stored, s.candidate_mail().await);
+    let state = s
+        .world
+        .app
+        .store
+        .mail_sync_state(s.grant().await.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, SyncPhase::Incremental);
+    assert_eq!(
+        state.messages_stored,
+        expected.len() as u64,
+        "nothing was stored twice"
+    );
+    // And incremental sync works again with the fresh cursor.
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    let steps = sync::run_until_idle(&worker, "w1", 10).await;
+    assert!(
+        matches!(steps.as_slice(), [SyncOutcome::Incremental { .. }]),
+        "{steps:?}"
+    );
+}
+
+both_backends! {
+    async fn microsoft_backfill_stores_exactly_the_candidate_mail_and_a_reply_arrives_on_the_next_incremental_step(db: TestDb) {
+        backfill_then_a_reply_arrives(db, "microsoft").await;
+    }
+
+    async fn gmail_backfill_stores_exactly_the_candidate_mail_and_a_reply_arrives_on_the_next_incremental_step(db: TestDb) {
+        backfill_then_a_reply_arrives(db, "google").await;
+    }
+
+    async fn an_expired_graph_delta_token_triggers_a_full_resync_without_duplicates(db: TestDb) {
+        an_expired_cursor_resyncs_without_duplicates(db, "microsoft").await;
+    }
+
+    async fn a_stale_gmail_history_id_triggers_a_full_resync_without_duplicates(db: TestDb) {
+        an_expired_cursor_resyncs_without_duplicates(db, "google").await;
+    }
+
+    async fn a_throttled_step_is_retried_after_the_providers_delay_and_not_at_once(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        s.world
+            .control(
+                Method::POST,
+                "/_sandbox/faults",
+                Some(json!({"endpoint": "graph.messages*", "user": s.mailbox, "fault": {"kind": "throttle", "retry_after_secs": 120}})),
+            )
+            .await;
+        let now = worker.now();
+        let outcome = sync::run_one(&worker, "w1").await;
+        let Some(SyncOutcome::Retry { retry_at: Some(at), .. }) = outcome else {
+            panic!("expected a retry, got {outcome:?}");
+        };
+        assert!(at >= now + SignedDuration::from_secs(120), "{at} honours Retry-After");
+        assert!(sync::run_one(&worker, "w1").await.is_none(), "no tight loop");
+        assert_eq!(s.world.app.store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+        let state = s.world.app.store.mail_sync_state(s.grant().await.id).await.unwrap().unwrap();
+        assert!(state.last_error.is_some_and(|e| e.contains("throttled")));
+
+        s.world.control(Method::DELETE, "/_sandbox/faults", None).await;
+        s.world.app.clock.advance(SignedDuration::from_secs(121));
+        let outcome = sync::run_one(&worker, "w1").await;
+        assert!(matches!(outcome, Some(SyncOutcome::Started { .. })), "{outcome:?}");
+    }
+
+    async fn deauthorizing_stops_the_sync_within_one_cycle_without_fetching(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        sync::run_until_idle(&worker, "w1", 100).await;
+        integrations::deauthorize(&s.world.app.state, &s.riley, CapabilityKind::Inbox)
+            .await
+            .unwrap();
+        s.world.control(Method::DELETE, "/_sandbox/counters", None).await;
+        s.world.app.clock.advance(SignedDuration::from_secs(60));
+        let outcome = sync::run_one(&worker, "w1").await;
+        assert!(
+            matches!(outcome, Some(SyncOutcome::Stopped { why: StopReason::GrantGone, .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(s.mail_requests().await, 0, "nothing was fetched");
+        s.world.app.clock.advance(SignedDuration::from_secs(3600));
+        assert!(sync::run_one(&worker, "w1").await.is_none(), "no further step");
+        assert_eq!(s.world.app.store.count_jobs(JobStatus::Queued).await.unwrap(), 0);
+    }
+
+    async fn two_instances_never_sync_one_mailbox_at_once(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let one = s.worker();
+        let other_store = db.open_another().await.unwrap();
+        let other = AppState::new(
+            one.config.clone(),
+            other_store,
+            one.keyring.clone(),
+            Arc::new(s.world.app.clock.clone()),
+        );
+        // Slow steps, so both instances try while one holds the lease.
+        s.world
+            .control(
+                Method::POST,
+                "/_sandbox/faults",
+                Some(json!({"endpoint": "graph.messages*", "fault": {"kind": "delay", "millis": 400}})),
+            )
+            .await;
+        for _ in 0..3 {
+            let (a, b) = tokio::join!(sync::run_one(&one, "one"), sync::run_one(&other, "other"));
+            assert!(
+                a.is_some() != b.is_some(),
+                "exactly one instance runs the step: {a:?} / {b:?}"
+            );
+        }
+        s.world.control(Method::DELETE, "/_sandbox/faults", None).await;
+        sync::run_until_idle(&other, "other", 100).await;
+        assert_eq!(s.stored().await, s.candidate_mail().await);
+    }
+}
