@@ -156,6 +156,15 @@ struct ServeArgs {
     /// URL, at their real paths: for a `hirewire sandbox`. Default: the real services.
     #[arg(long, env = "HIREWIRE_PROVIDER_BASE_URL")]
     provider_base_url: Option<Url>,
+    /// Mail sync workers in this instance (0: this instance does not sync mailboxes).
+    #[arg(long, env = "HIREWIRE_SYNC_WORKERS", default_value_t = 2)]
+    sync_workers: usize,
+    /// Seconds between incremental mail syncs of a mailbox.
+    #[arg(long, env = "HIREWIRE_SYNC_INTERVAL_SECS", default_value_t = 60)]
+    sync_interval_secs: u64,
+    /// Days of mail the first sync of a mailbox reads back.
+    #[arg(long, env = "HIREWIRE_SYNC_WINDOW_DAYS", default_value_t = 365)]
+    sync_window_days: u32,
     /// Database connections in the pool.
     #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
@@ -413,6 +422,9 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.session_ttl = Duration::from_secs(args.session_ttl_hours.max(1) * 3600);
     config.sign_in_limits.per_account = args.sign_in_per_account;
     config.sign_in_limits.per_client = args.sign_in_per_client;
+    config.sync.workers = args.sync_workers;
+    config.sync.incremental_interval = Duration::from_secs(args.sync_interval_secs.max(1));
+    config.sync.window_days = args.sync_window_days.max(1);
     if let Some(base) = &args.provider_base_url {
         config.provider_endpoints = hirewire_providers::Endpoints::all_at(base.as_str());
         tracing::warn!(%base, "provider endpoints point at a sandbox, not Microsoft or Google");

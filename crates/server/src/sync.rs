@@ -35,8 +35,8 @@ use hirewire_mail::{
 };
 use hirewire_providers::{MailReader, PageCursor, ProviderError, RawMessage, Secret, SyncCursor};
 use hirewire_store::{
-    CapabilityKind, ClaimedJob, Direction, Grant, GrantStatus, MailAddress, MailAttachment,
-    MailSyncState, NewJob, NewMailMessage, PageProgress, StoreError, SyncPhase,
+    AccessLevelSetting, CapabilityKind, ClaimedJob, Direction, Grant, GrantStatus, MailAddress,
+    MailAttachment, MailSyncState, NewJob, NewMailMessage, PageProgress, StoreError, SyncPhase,
     normalize_message_id,
 };
 use jiff::{SignedDuration, Timestamp};
@@ -108,6 +108,8 @@ pub enum SyncOutcome {
         retry_at: Option<Timestamp>,
         error: String,
     },
+    /// The org's admin turned email access off: nothing is read; checked again after the interval.
+    Paused { grant: GrantId },
     /// Sync of this grant stopped (no successor job).
     Stopped { grant: GrantId, why: StopReason },
     /// Another worker or a reset moved the state on; the step is repeated from the new state.
@@ -384,7 +386,12 @@ impl Step<'_> {
             return End::Stop(StopReason::GrantGone);
         };
         match state.store.provider_settings(grant.org_id).await {
-            Ok(Some(s)) if s.provider == grant.provider => {}
+            Ok(Some(s)) if s.provider == grant.provider => {
+                if s.access_level == AccessLevelSetting::Off {
+                    let at = state.now() + signed(cfg.incremental_interval);
+                    return End::Next(at, SyncOutcome::Paused { grant: grant.id });
+                }
+            }
             Ok(_) => return End::Stop(StopReason::ProviderChanged),
             Err(e) => return End::Fail(format!("reading the provider settings: {e}"), None),
         }

@@ -441,6 +441,49 @@ both_backends! {
         assert!(matches!(outcome, Some(SyncOutcome::Started { .. })), "{outcome:?}");
     }
 
+    async fn email_access_turned_off_pauses_the_sync_without_reading_and_raising_it_resumes(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        s.world.use_provider(s.org, "microsoft", None, AccessLevelSetting::Off).await;
+        s.world.control(Method::DELETE, "/_sandbox/counters", None).await;
+        let outcome = sync::run_one(&worker, "w1").await;
+        assert!(matches!(outcome, Some(SyncOutcome::Paused { .. })), "{outcome:?}");
+        assert_eq!(s.mail_requests().await, 0, "nothing is read while paused");
+        assert!(sync::run_one(&worker, "w1").await.is_none(), "checked again only after the interval");
+        s.world.use_provider(s.org, "microsoft", None, AccessLevelSetting::SendAndView).await;
+        s.world.app.clock.advance(SignedDuration::from_secs(60));
+        let outcome = sync::run_one(&worker, "w1").await;
+        assert!(matches!(outcome, Some(SyncOutcome::Started { .. })), "{outcome:?}");
+    }
+
+    async fn a_message_that_cannot_be_read_is_skipped_and_counted_and_the_rest_is_stored(db: TestDb) {
+        let s = scenario(&db, "google").await;
+        let raw = format!(
+            "To: {}\r\nSubject: no sender\r\nMessage-ID: <no-from@broken.example>\r\nDate: Thu, 01 Oct 2026 10:00:00 +0000\r\n\r\nHello\r\n",
+            CANDIDATES[0]
+        );
+        s.world
+            .control(
+                Method::POST,
+                &format!("/_sandbox/mailboxes/{}/messages", s.mailbox),
+                Some(json!({"raw": raw, "received_at": "2026-10-01T10:00:00Z"})),
+            )
+            .await;
+        let worker = s.worker();
+        let steps = sync::run_until_idle(&worker, "w1", 100).await;
+        let unreadable: u64 = steps
+            .iter()
+            .map(|o| match o {
+                SyncOutcome::Page { report, .. } => report.unreadable,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(unreadable, 1, "{steps:?}");
+        let mut expected = s.candidate_mail().await;
+        assert!(expected.remove("no-from@broken.example"));
+        assert_eq!(s.stored().await, expected);
+    }
+
     async fn deauthorizing_stops_the_sync_within_one_cycle_without_fetching(db: TestDb) {
         let s = scenario(&db, "microsoft").await;
         let worker = s.worker();
