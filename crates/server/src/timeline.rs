@@ -495,6 +495,40 @@ async fn message_body(
 
 // ---- share / unshare (pages) --------------------------------------------------
 
+/// Shares (`share`) or takes back a thread as `user`, and records it in the
+/// audit log (who, which thread, whose mailbox; never the subject).
+async fn set_sharing(
+    state: &AppState,
+    user: &User,
+    thread: MailThreadId,
+    share: bool,
+) -> Result<MailThread, StoreError> {
+    let (org, viewer, now) = (user.org_id, mail_viewer(user), state.now());
+    let t = if share {
+        state.store.share_thread(org, thread, viewer, now).await?
+    } else {
+        state.store.unshare_thread(org, thread, viewer, now).await?
+    };
+    let detail = serde_json::json!({ "owner_user_id": t.owner_user_id.get() });
+    let action = if share {
+        "mail.thread_shared"
+    } else {
+        "mail.thread_unshared"
+    };
+    let event = hirewire_store::NewAudit {
+        org_id: Some(org),
+        actor_user_id: Some(user.id),
+        action,
+        target: &format!("mail_thread:{}", t.id),
+        detail: &detail,
+        ip: None,
+    };
+    if let Err(e) = state.store.record_audit(&event, now).await {
+        tracing::error!(error = %e, action, "could not record an audit event");
+    }
+    Ok(t)
+}
+
 #[derive(Deserialize)]
 struct ShareForm {
     #[serde(default)]
@@ -514,16 +548,7 @@ async fn share_page(
     CsrfForm(viewer, form): CsrfForm<ShareForm>,
 ) -> Result<Response, PageError> {
     let thread: MailThreadId = id.parse().map_err(|_| PageError::not_found())?;
-    match state
-        .store
-        .share_thread(
-            viewer.user.org_id,
-            thread,
-            mail_viewer(&viewer.user),
-            state.now(),
-        )
-        .await
-    {
+    match set_sharing(&state, &viewer.user, thread, true).await {
         Ok(_) => Ok(back_to(&form.candidate)),
         Err(StoreError::NotFound) => Err(PageError::not_found()),
         Err(e) => Err(e.into()),
@@ -536,16 +561,7 @@ async fn unshare_page(
     CsrfForm(viewer, form): CsrfForm<ShareForm>,
 ) -> Result<Response, PageError> {
     let thread: MailThreadId = id.parse().map_err(|_| PageError::not_found())?;
-    match state
-        .store
-        .unshare_thread(
-            viewer.user.org_id,
-            thread,
-            mail_viewer(&viewer.user),
-            state.now(),
-        )
-        .await
-    {
+    match set_sharing(&state, &viewer.user, thread, false).await {
         Ok(_) => Ok(back_to(&form.candidate)),
         Err(StoreError::NotFound) => Err(PageError::not_found()),
         Err(e) => Err(e.into()),
@@ -810,14 +826,7 @@ async fn api_share(
     ApiCaller(user): ApiCaller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<ThreadResource>), ApiError> {
-    let t = state
-        .store
-        .share_thread(
-            user.org_id,
-            thread_id(&id)?,
-            mail_viewer(&user),
-            state.now(),
-        )
+    let t = set_sharing(&state, &user, thread_id(&id)?, true)
         .await
         .map_err(thread_not_found)?;
     Ok((StatusCode::OK, Json((&t).into())))
@@ -832,14 +841,7 @@ async fn api_unshare(
     ApiCaller(user): ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<ThreadResource>, ApiError> {
-    let t = state
-        .store
-        .unshare_thread(
-            user.org_id,
-            thread_id(&id)?,
-            mail_viewer(&user),
-            state.now(),
-        )
+    let t = set_sharing(&state, &user, thread_id(&id)?, false)
         .await
         .map_err(thread_not_found)?;
     Ok(Json((&t).into()))

@@ -398,6 +398,11 @@ both_backends! {
         assert_eq!(res.status(), 303);
         assert!(subjects(&whole_timeline(&app, &sam_token, w.cand, 10).await).is_empty());
         assert_eq!(subjects(&whole_timeline(&app, &riley_token, w.cand, 10).await), vec!["Subject private-key"], "the owner still sees it");
+        let audit = app.store.list_audit(Some(w.org), 50).await.unwrap();
+        let target = format!("mail_thread:{thread}");
+        let by = |action: &str, who: &User| audit.iter().filter(|e| e.action == action && e.target == target && e.actor_user_id == Some(who.id)).count();
+        assert_eq!((by("mail.thread_shared", &w.riley), by("mail.thread_unshared", &w.riley), by("mail.thread_unshared", &w.admin)), (2, 1, 1), "sharing is audited");
+        assert!(!format!("{audit:?}").contains("private-key"), "the audit log names no subject");
     }
 
     async fn a_message_in_two_mailboxes_shows_once(db: TestDb) {
