@@ -109,7 +109,7 @@ pub fn decode_cursor(s: &str) -> Option<TimelineCursor> {
 // ---- what both the page and the API read -------------------------------------
 
 /// One conversation with its messages, as the viewer may see it.
-pub enum Loaded {
+enum Loaded {
     Email {
         conv: EmailConversation,
         messages: Vec<MailMessage>,
@@ -120,9 +120,9 @@ pub enum Loaded {
     },
 }
 
-pub struct LoadedPage {
-    pub items: Vec<Loaded>,
-    pub next: Option<TimelineCursor>,
+struct LoadedPage {
+    items: Vec<Loaded>,
+    next: Option<TimelineCursor>,
 }
 
 async fn load_page(
