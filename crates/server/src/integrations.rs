@@ -614,6 +614,7 @@ async fn store_tokens(
 ) -> Result<(), Notice> {
     let access = seal_secret(state, &tokens.access_token);
     let refresh = tokens.refresh_token.as_ref().map(|r| seal_secret(state, r));
+    let previous = state.store.grant(user.id, kind).await.map_err(internal)?;
     let grant = state
         .store
         .put_grant(
@@ -637,7 +638,7 @@ async fn store_tokens(
         .await
         .map_err(internal)?;
     if kind == CapabilityKind::Inbox {
-        crate::sync::enqueue_sync(state, grant.id).await;
+        crate::sync::inbox_stored(state, &grant, previous.as_ref()).await;
     }
     Ok(())
 }

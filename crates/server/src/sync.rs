@@ -27,6 +27,7 @@
 
 use std::time::Duration;
 
+use hirewire_domain::email::AddressKey;
 use hirewire_domain::ids::{CandidateId, GrantId};
 use hirewire_domain::retry::Backoff;
 use hirewire_mail::{
@@ -172,7 +173,34 @@ pub async fn enqueue_sync_at(
         .map(|_| ())
 }
 
-/// Queues a sync step of `grant` now (called when an inbox grant is stored).
+/// Called when an inbox grant is stored (`previous`: the row it replaced, if
+/// any): a grant replaced in place by another mailbox starts its sync over
+/// (the old mailbox's cursors mean nothing there), then a step is queued now.
+pub async fn inbox_stored(state: &AppState, grant: &Grant, previous: Option<&Grant>) {
+    let key = |g: &Grant| g.account_address.as_deref().map(AddressKey::of);
+    let replaced = previous.is_some_and(|p| key(p) != key(grant));
+    if replaced {
+        let now = state.now();
+        let window_start =
+            now - SignedDuration::from_hours(24 * i64::from(state.config.sync.window_days));
+        match state
+            .store
+            .reset_mail_sync(grant.id, SyncPhase::Backfill, window_start, now)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                grant = grant.id.get(),
+                "another mailbox: the sync starts over"
+            ),
+            Err(e) => {
+                tracing::error!(grant = grant.id.get(), error = %e, "could not reset the mail sync")
+            }
+        }
+    }
+    enqueue_sync(state, grant.id).await;
+}
+
+/// Queues a sync step of `grant` now.
 pub async fn enqueue_sync(state: &AppState, grant: GrantId) {
     if let Err(e) = enqueue_sync_at(state, grant, state.now()).await {
         tracing::error!(grant = grant.get(), error = %e, "could not queue the mail sync");

@@ -158,11 +158,15 @@ impl Scenario {
 
     /// Message-IDs of the sandbox mailbox's mail from or to an external candidate.
     async fn candidate_mail(&self) -> BTreeSet<String> {
+        self.candidate_mail_of(self.mailbox).await
+    }
+
+    async fn candidate_mail_of(&self, mailbox: &str) -> BTreeSet<String> {
         let list = self
             .world
             .control(
                 Method::GET,
-                &format!("/_sandbox/mailboxes/{}/messages", self.mailbox),
+                &format!("/_sandbox/mailboxes/{}/messages", mailbox),
                 None,
             )
             .await;
@@ -173,7 +177,7 @@ impl Scenario {
                 .world
                 .control(
                     Method::GET,
-                    &format!("/_sandbox/mailboxes/{}/messages/{id}", self.mailbox),
+                    &format!("/_sandbox/mailboxes/{}/messages/{id}", mailbox),
                     None,
                 )
                 .await;
@@ -482,6 +486,46 @@ both_backends! {
         let mut expected = s.candidate_mail().await;
         assert!(expected.remove("no-from@broken.example"));
         assert_eq!(s.stored().await, expected);
+    }
+
+    async fn reauthorizing_with_another_mailbox_starts_the_sync_over_for_that_mailbox(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        sync::run_until_idle(&worker, "w1", 100).await;
+        let first = s.stored().await;
+        let other = "ben@acme.example";
+        s.world
+            .control(
+                Method::POST,
+                &format!("/_sandbox/mailboxes/{other}/generate"),
+                Some(json!({
+                    "n": 20, "seed": 11, "candidates": CANDIDATES, "candidate_share": 0.5,
+                    "start": "2026-03-01", "end": "2026-11-01"
+                })),
+            )
+            .await;
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let Landing::Redirect(url) = s
+            .world
+            .authorize(&client, "/settings/email-calendar/inbox/authorize", &[], other, Answer::AcceptAll)
+            .await
+        else {
+            panic!("stuck at the sandbox")
+        };
+        client.get(url).send().await.unwrap();
+        let grant = s.grant().await;
+        assert_eq!(grant.account_address.as_deref(), Some(other));
+        let state = s.world.app.store.mail_sync_state(grant.id).await.unwrap().unwrap();
+        assert_eq!(state.phase, SyncPhase::Backfill, "started over");
+        assert!(state.incremental_cursor.is_none() && state.backfill_cursor.is_none());
+        // The queued incremental step (due within one interval) finds the reset state.
+        s.world.app.clock.advance(SignedDuration::from_secs(60));
+        let steps = sync::run_until_idle(&worker, "w1", 100).await;
+        assert!(matches!(steps.first(), Some(SyncOutcome::Started { .. })), "{steps:?}");
+        let ben = s.candidate_mail_of(other).await;
+        assert!(!ben.is_empty());
+        let expected: BTreeSet<String> = first.union(&ben).cloned().collect();
+        assert_eq!(s.stored().await, expected, "the earlier mailbox's mail stays, the new one's is added");
     }
 
     async fn deauthorizing_stops_the_sync_within_one_cycle_without_fetching(db: TestDb) {
