@@ -528,6 +528,30 @@ both_backends! {
         assert_eq!(s.stored().await, expected, "the earlier mailbox's mail stays, the new one's is added");
     }
 
+    async fn background_workers_sync_a_mailbox_on_their_own(db: TestDb) {
+        let s = scenario(&db, "google").await;
+        let mut config = s.worker().config.clone();
+        config.sync.poll_interval = std::time::Duration::from_millis(10);
+        let state = AppState::new(
+            config,
+            s.world.app.store.clone(),
+            s.world.app.state.keyring.clone(),
+            Arc::new(s.world.app.clock.clone()),
+        );
+        let workers = sync::spawn_workers(state, 2);
+        let expected = s.candidate_mail().await;
+        let mut stored = BTreeSet::new();
+        for _ in 0..400 {
+            stored = s.stored().await;
+            if stored == expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        workers.iter().for_each(tokio::task::JoinHandle::abort);
+        assert_eq!(stored, expected);
+    }
+
     async fn deauthorizing_stops_the_sync_within_one_cycle_without_fetching(db: TestDb) {
         let s = scenario(&db, "microsoft").await;
         let worker = s.worker();
