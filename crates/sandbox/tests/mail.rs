@@ -300,7 +300,6 @@ async fn the_filtered_delta_stops_at_the_cap_and_the_unfiltered_one_does_not() {
 }
 
 #[tokio::test]
-#[ignore = "generates 5,200 messages into one folder; run with --ignored (release recommended)"]
 async fn the_filtered_delta_stops_at_5000_messages() {
     let t = start().await;
     let token = graph_token(&t).await;
