@@ -724,11 +724,20 @@ pub async fn deauthorize(
             .ok()
             .flatten()
             .is_some_and(|s| s.purge_on_deauthorize);
-        note.push_str(if purge {
-            " Email already synced from this inbox is deleted, as your organization requires."
+        if purge {
+            match state.store.purge_grant_mail(user.org_id, grant.id).await {
+                Ok(gone) => note.push_str(&format!(
+                    " The {} email(s) synced from this inbox were deleted, as your organization requires.",
+                    gone.messages
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, grant.id = %grant.id, "could not purge a deauthorized inbox's mail");
+                    note.push_str(" Deleting the email synced from this inbox failed; your admin has been told in the logs.");
+                }
+            }
         } else {
-            " Email already synced stays on candidates' pages."
-        });
+            note.push_str(" Email already synced stays on candidates' pages.");
+        }
     }
     audit(state, user, "integration.deauthorized", kind.as_str(), now).await;
     Ok(Notice::Deauthorized {

@@ -572,6 +572,34 @@ both_backends! {
         assert_eq!(s.world.app.store.count_jobs(JobStatus::Queued).await.unwrap(), 0);
     }
 
+    async fn deauthorizing_keeps_synced_mail_unless_the_org_purges_it(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        sync::run_until_idle(&worker, "w1", 100).await;
+        let synced = s.stored().await;
+        assert!(!synced.is_empty());
+        // Kept by default.
+        let kept = integrations::deauthorize(&s.world.app.state, &s.riley, CapabilityKind::Inbox).await.unwrap();
+        assert!(kept.message(None).contains("stays"), "{kept:?}");
+        assert_eq!(s.stored().await, synced);
+        // Reauthorize, sync again, and deauthorize with the org's purge setting on.
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        match s.world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], s.mailbox, Answer::AcceptAll).await {
+            Landing::Redirect(url) => {
+                client.get(url).send().await.unwrap();
+            }
+            Landing::Page(status, html) => panic!("{status}: {html}"),
+        }
+        sync::run_until_idle(&worker, "w1", 100).await;
+        let mut settings = s.world.app.store.provider_settings(s.riley.org_id).await.unwrap().unwrap();
+        settings.purge_on_deauthorize = true;
+        s.world.app.store.save_provider_settings(&settings).await.unwrap();
+        let purged = integrations::deauthorize(&s.world.app.state, &s.riley, CapabilityKind::Inbox).await.unwrap();
+        // Exactly this grant's copies go; the first grant's kept mail stays.
+        assert!(purged.message(None).contains(&format!("The {} email(s) synced from this inbox were deleted", synced.len())), "{purged:?}");
+        assert_eq!(s.stored().await, synced, "the mail kept at the first deauthorization is untouched");
+    }
+
     async fn two_instances_never_sync_one_mailbox_at_once(db: TestDb) {
         let s = scenario(&db, "microsoft").await;
         let one = s.worker();
