@@ -24,7 +24,10 @@ use crate::calendar::{
 };
 use crate::scenario::Provider;
 use crate::state::User;
-use crate::wire::{Params, get_ci, graph_error, json_response, link_base, random_token};
+use crate::wire::{
+    GraphPrefer, Params, PreferScope, get_ci, graph_applied, graph_bad_request, graph_error,
+    graph_not_found, json_response, link_base, random_token,
+};
 
 /// Routes of the calendar endpoints.
 pub fn routes() -> Router<App> {
@@ -105,65 +108,6 @@ fn owner_key(p: &Principal) -> String {
 /// A query value, with `+` that form decoding turned into a space put back (offsets in date-times).
 fn qv(params: &Params, key: &str) -> Option<String> {
     params.get(key).map(|v| v.replace(' ', "+"))
-}
-
-/// Graph `Prefer` preferences the calendar endpoints honour.
-#[derive(Debug, Default, Clone)]
-struct Prefer {
-    immutable: bool,
-    tz: Option<String>,
-    max_page: Option<usize>,
-}
-
-fn prefer(headers: &HeaderMap) -> Prefer {
-    let mut p = Prefer::default();
-    for v in headers.get_all("prefer") {
-        let Ok(v) = v.to_str() else { continue };
-        for item in v.split(',') {
-            let (k, val) = item.split_once('=').unwrap_or((item, ""));
-            let val = val.trim().trim_matches('"');
-            match k.trim().to_ascii_lowercase().as_str() {
-                "idtype" => p.immutable = val.eq_ignore_ascii_case("ImmutableId"),
-                "outlook.timezone" => p.tz = Some(val.to_string()),
-                "odata.maxpagesize" => p.max_page = val.parse().ok(),
-                _ => {}
-            }
-        }
-    }
-    p
-}
-
-fn applied(mut r: Response, p: &Prefer) -> Response {
-    let mut parts = Vec::new();
-    if p.immutable {
-        parts.push("IdType=\"ImmutableId\"".to_string());
-    }
-    if let Some(tz) = &p.tz {
-        parts.push(format!("outlook.timezone=\"{tz}\""));
-    }
-    if let Some(n) = p.max_page {
-        parts.push(format!("odata.maxpagesize={n}"));
-    }
-    if !parts.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&parts.join(", "))
-    {
-        r.headers_mut().insert("preference-applied", v);
-    }
-    r
-}
-
-fn gbad(app: &App, headers: &HeaderMap, code: &str, msg: &str) -> Response {
-    graph_error(StatusCode::BAD_REQUEST, code, msg, headers, app.now())
-}
-
-fn gnot_found(app: &App, headers: &HeaderMap) -> Response {
-    graph_error(
-        StatusCode::NOT_FOUND,
-        "ErrorItemNotFound",
-        "The specified object was not found in the store.",
-        headers,
-        app.now(),
-    )
 }
 
 /// A Google API error with an optional `location`.
@@ -399,7 +343,7 @@ fn view_digit(events: &[&Event], from: i64, to: i64) -> char {
 }
 
 async fn graph_get_schedule(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let base = link_base(&headers);
     let h2 = headers.clone();
     call(
@@ -410,15 +354,13 @@ async fn graph_get_schedule(State(app): State<App>, headers: HeaderMap, body: By
         |p| {
             let b = match parse_body(&body) {
                 Ok(b) => b,
-                Err(e) => return gbad(&app, &h2, "BadRequest", &format!("Unable to read JSON request payload: {e}")),
+                Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &format!("Unable to read JSON request payload: {e}")),
             };
             let Some(schedules) = get_ci(&b, "schedules").and_then(Value::as_array) else {
-                return gbad(&app, &h2, "ErrorInvalidParameter", "The parameter 'Schedules' is missing or invalid.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidParameter", "The parameter 'Schedules' is missing or invalid.");
             };
             if schedules.len() > 100 {
-                return gbad(
-                    &app,
-                    &h2,
+                return graph_bad_request(app.now(), &h2,
                     "ErrorMailboxDataArrayTooBig",
                     "The number of mailboxes requested exceeded the allowed size = 100.",
                 );
@@ -426,16 +368,14 @@ async fn graph_get_schedule(State(app): State<App>, headers: HeaderMap, body: By
             let (Some((from, _)), Some((to, _))) =
                 (graph_dt(get_ci(&b, "startTime")), graph_dt(get_ci(&b, "endTime")))
             else {
-                return gbad(&app, &h2, "ErrorInvalidParameter", "The parameters 'StartTime' and 'EndTime' are required dateTimeTimeZone values.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidParameter", "The parameters 'StartTime' and 'EndTime' are required dateTimeTimeZone values.");
             };
             let interval = match get_ci(&b, "availabilityViewInterval") {
                 None | Some(Value::Null) => 30,
                 Some(v) => match v.as_i64() {
                     Some(n) if (5..=1440).contains(&n) => n,
                     _ => {
-                        return gbad(
-                            &app,
-                            &h2,
+                        return graph_bad_request(app.now(), &h2,
                             "ErrorInvalidParameter",
                             "The value of availabilityViewInterval must be between 5 and 1440 minutes.",
                         );
@@ -443,12 +383,10 @@ async fn graph_get_schedule(State(app): State<App>, headers: HeaderMap, body: By
                 },
             };
             if to <= from {
-                return gbad(&app, &h2, "ErrorInvalidTimeInterval", "The time interval is invalid: the end time must be after the start time.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidTimeInterval", "The time interval is invalid: the end time must be after the start time.");
             }
             if to - from > 62 * DAY_MS {
-                return gbad(
-                    &app,
-                    &h2,
+                return graph_bad_request(app.now(), &h2,
                     "ErrorTimeIntervalTooBig",
                     "The requested time duration is too long. The allowed limit = 62 days.",
                 );
@@ -516,7 +454,7 @@ async fn graph_get_schedule(State(app): State<App>, headers: HeaderMap, body: By
                     },
                 }));
             }
-            applied(
+            graph_applied(
                 json_response(
                     StatusCode::OK,
                     json!({
@@ -538,7 +476,7 @@ fn window(params: &Params) -> Option<(i64, i64)> {
     Some((a, b))
 }
 
-fn page_size(params: &Params, pf: &Prefer, default: usize) -> Result<usize, ()> {
+fn page_size(params: &Params, pf: &GraphPrefer, default: usize) -> Result<usize, ()> {
     match params.get("$top") {
         Some(t) => t
             .parse::<usize>()
@@ -557,13 +495,13 @@ fn graph_page(
     p: &Principal,
     uri: &Uri,
     params: &Params,
-    pf: &Prefer,
+    pf: &GraphPrefer,
     events: Vec<Event>,
     context: &str,
 ) -> Response {
     let Ok(top) = page_size(params, pf, 10) else {
-        return gbad(
-            app,
+        return graph_bad_request(
+            app.now(),
             headers,
             "ErrorInvalidParameter",
             "Invalid value for $top.",
@@ -598,7 +536,7 @@ fn graph_page(
         next.push("$skip", &(skip + top).to_string());
         body["@odata.nextLink"] = json!(format!("{base}{}?{}", uri.path(), next.encode()));
     }
-    applied(json_response(StatusCode::OK, body), pf)
+    graph_applied(json_response(StatusCode::OK, body), pf)
 }
 
 async fn graph_calendar_view(
@@ -608,13 +546,11 @@ async fn graph_calendar_view(
     headers: HeaderMap,
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let h2 = headers.clone();
     call(&app, "graph.calendarView.list", &headers, graph_needs(CAL_READ), |p| {
         let Some((from, to)) = window(&params) else {
-            return gbad(
-                &app,
-                &h2,
+            return graph_bad_request(app.now(), &h2,
                 "ErrorInvalidParameter",
                 "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
             );
@@ -634,7 +570,7 @@ async fn graph_list(
     headers: HeaderMap,
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let h2 = headers.clone();
     call(
         &app,
@@ -686,7 +622,7 @@ async fn graph_delta(
     headers: HeaderMap,
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let h2 = headers.clone();
     let path = uri.path().to_string();
     let windowed = path.contains("calendarView");
@@ -698,7 +634,7 @@ async fn graph_delta(
         // (since, snapshot, offset, window)
         let round = if let Some(dt) = params.get("$deltatoken") {
             let Some(t) = SyncToken::decode(dt).filter(|t| t.owner == owner) else {
-                return gbad(&app, &h2, "ErrorInvalidParameter", "The delta token is invalid.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidParameter", "The delta token is invalid.");
             };
             let floor = app.cal(|c| c.of(&owner).sync_floor);
             if t.change < floor {
@@ -717,14 +653,14 @@ async fn graph_delta(
         } else if let Some(st) = params.get("$skiptoken") {
             let mut parts = st.rsplitn(3, '.');
             let (Some(off), Some(snap), Some(tok)) = (parts.next(), parts.next(), parts.next()) else {
-                return gbad(&app, &h2, "ErrorInvalidParameter", "The skip token is invalid.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidParameter", "The skip token is invalid.");
             };
             let (Some(t), Ok(snap), Ok(off)) = (
                 SyncToken::decode(tok).filter(|t| t.owner == owner),
                 snap.parse::<u64>(),
                 off.parse::<usize>(),
             ) else {
-                return gbad(&app, &h2, "ErrorInvalidParameter", "The skip token is invalid.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidParameter", "The skip token is invalid.");
             };
             (t.change, snap, off, (t.from, t.to))
         } else {
@@ -732,9 +668,7 @@ async fn graph_delta(
                 match window(&params) {
                     Some((a, b)) => (Some(a), Some(b)),
                     None => {
-                        return gbad(
-                            &app,
-                            &h2,
+                        return graph_bad_request(app.now(), &h2,
                             "ErrorInvalidParameter",
                             "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
                         );
@@ -788,7 +722,7 @@ async fn graph_delta(
             let tok = SyncToken { owner: owner.clone(), change: snap, from: wf, to: wt }.encode();
             body["@odata.deltaLink"] = json!(format!("{base}{path}?$deltatoken={tok}"));
         }
-        applied(json_response(StatusCode::OK, body), &pf)
+        graph_applied(json_response(StatusCode::OK, body), &pf)
     })
     .await
 }
@@ -875,7 +809,7 @@ fn emails(a: &[Attendee]) -> Vec<String> {
 }
 
 async fn graph_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let base = link_base(&headers);
     let h2 = headers.clone();
     call(
@@ -887,8 +821,8 @@ async fn graph_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -
             let b = match parse_body(&body) {
                 Ok(b) => b,
                 Err(e) => {
-                    return gbad(
-                        &app,
+                    return graph_bad_request(
+                        app.now(),
                         &h2,
                         "BadRequest",
                         &format!("Unable to read JSON request payload: {e}"),
@@ -896,8 +830,8 @@ async fn graph_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -
                 }
             };
             if get_ci(&b, "start").is_none() || get_ci(&b, "end").is_none() {
-                return gbad(
-                    &app,
+                return graph_bad_request(
+                    app.now(),
                     &h2,
                     "ErrorInvalidRequest",
                     "Your request can't be completed. An event needs a start and an end time.",
@@ -938,13 +872,13 @@ async fn graph_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -
                         .unwrap_or_else(|| "UTC".into());
                     let mut v = graph_event(&e, &p.user, &tz, pf.immutable);
                     v["@odata.context"] = json!(context);
-                    return applied(json_response(StatusCode::CREATED, v), &pf);
+                    return graph_applied(json_response(StatusCode::CREATED, v), &pf);
                 }
             }
             let mut e = blank_event(now * 1000);
             e.transaction_id = txn;
             if let Err(msg) = apply_graph(&mut e, &b, &p.user.org) {
-                return gbad(&app, &h2, "ErrorInvalidRequest", &msg);
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidRequest", &msg);
             }
             e.source = "graph".into();
             e.ical_uid = outlook_ical_uid();
@@ -973,7 +907,7 @@ async fn graph_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -
                 .unwrap_or_else(|| "UTC".into());
             let mut v = graph_event(&e, &p.user, &tz, pf.immutable);
             v["@odata.context"] = json!(context);
-            let mut r = applied(json_response(StatusCode::CREATED, v), &pf);
+            let mut r = graph_applied(json_response(StatusCode::CREATED, v), &pf);
             if let Ok(loc) = HeaderValue::from_str(&format!(
                 "{base}/v1.0/me/events/{}",
                 if pf.immutable {
@@ -1001,7 +935,7 @@ async fn graph_get(
     headers: HeaderMap,
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let base = link_base(&headers);
     let h2 = headers.clone();
     call(
@@ -1011,7 +945,12 @@ async fn graph_get(
         graph_needs(CAL_READ),
         |p| {
             if !graph_id_ok(&id) {
-                return gbad(&app, &h2, "ErrorInvalidIdMalformed", "Id is malformed.");
+                return graph_bad_request(
+                    app.now(),
+                    &h2,
+                    "ErrorInvalidIdMalformed",
+                    "Id is malformed.",
+                );
             }
             let owner = owner_key(p);
             let Some(e) = app
@@ -1021,7 +960,7 @@ async fn graph_get(
                 })
                 .filter(|e| !e.cancelled)
             else {
-                return gnot_found(&app, &h2);
+                return graph_not_found(app.now(), &h2);
             };
             let tz = pf.tz.clone().unwrap_or_else(|| "UTC".into());
             let mut v = select(
@@ -1040,7 +979,7 @@ async fn graph_get(
                 out.extend(std::mem::take(m));
                 v = Value::Object(out);
             }
-            applied(json_response(StatusCode::OK, v), &pf)
+            graph_applied(json_response(StatusCode::OK, v), &pf)
         },
     )
     .await
@@ -1052,7 +991,7 @@ async fn graph_patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let pf = prefer(&headers);
+    let pf = GraphPrefer::only(&headers, PreferScope::Calendar);
     let base = link_base(&headers);
     let h2 = headers.clone();
     call(
@@ -1062,13 +1001,18 @@ async fn graph_patch(
         graph_needs(CAL_WRITE),
         |p| {
             if !graph_id_ok(&id) {
-                return gbad(&app, &h2, "ErrorInvalidIdMalformed", "Id is malformed.");
+                return graph_bad_request(
+                    app.now(),
+                    &h2,
+                    "ErrorInvalidIdMalformed",
+                    "Id is malformed.",
+                );
             }
             let b = match parse_body(&body) {
                 Ok(b) => b,
                 Err(e) => {
-                    return gbad(
-                        &app,
+                    return graph_bad_request(
+                        app.now(),
                         &h2,
                         "BadRequest",
                         &format!("Unable to read JSON request payload: {e}"),
@@ -1097,8 +1041,8 @@ async fn graph_patch(
                 Ok(e)
             });
             match res {
-                Err(None) => gnot_found(&app, &h2),
-                Err(Some(msg)) => gbad(&app, &h2, "ErrorInvalidRequest", &msg),
+                Err(None) => graph_not_found(app.now(), &h2),
+                Err(Some(msg)) => graph_bad_request(app.now(), &h2, "ErrorInvalidRequest", &msg),
                 Ok(e) => {
                     let tz = pf.tz.clone().unwrap_or_else(|| "UTC".into());
                     let mut v = graph_event(&e, &p.user, &tz, pf.immutable);
@@ -1106,7 +1050,7 @@ async fn graph_patch(
                         "{base}/v1.0/$metadata#users('{}')/events/$entity",
                         url_enc(&p.user.email)
                     ));
-                    applied(json_response(StatusCode::OK, v), &pf)
+                    graph_applied(json_response(StatusCode::OK, v), &pf)
                 }
             }
         },
@@ -1127,7 +1071,12 @@ async fn graph_delete(
         graph_needs(CAL_WRITE),
         |p| {
             if !graph_id_ok(&id) {
-                return gbad(&app, &h2, "ErrorInvalidIdMalformed", "Id is malformed.");
+                return graph_bad_request(
+                    app.now(),
+                    &h2,
+                    "ErrorInvalidIdMalformed",
+                    "Id is malformed.",
+                );
             }
             let owner = owner_key(p);
             let now = app.now();
@@ -1135,7 +1084,7 @@ async fn graph_delete(
             if ok == Cancel::Done {
                 StatusCode::NO_CONTENT.into_response()
             } else {
-                gnot_found(&app, &h2)
+                graph_not_found(app.now(), &h2)
             }
         },
     )

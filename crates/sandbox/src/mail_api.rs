@@ -25,7 +25,10 @@ use crate::mailview::{
     GRAPH_PROPERTIES, GmailFormat, GraphOpts, gmail_attachment, gmail_message, graph_attachments,
     graph_id, graph_message, parse_ts_ms,
 };
-use crate::wire::{Params, google_api_error, graph_error, json_response, link_base, random_token};
+use crate::wire::{
+    GraphPrefer, Params, PreferScope, google_api_error, graph_applied, graph_bad_request,
+    graph_error, graph_not_found, json_response, link_base, random_token,
+};
 
 /// Routes of the mail-read endpoints.
 pub fn routes() -> Router<App> {
@@ -93,75 +96,20 @@ fn with_mailbox<R>(app: &App, p: &Principal, f: impl FnOnce(&mut Mailbox) -> R) 
     })
 }
 
-/// The `Prefer` header preferences Graph mail honours.
-#[derive(Debug, Default, Clone)]
-struct Prefer {
-    immutable: bool,
-    text_body: bool,
-    max_page: Option<usize>,
-}
-
-fn prefer(headers: &HeaderMap) -> Prefer {
-    let mut p = Prefer::default();
-    for v in headers.get_all("prefer") {
-        let Ok(v) = v.to_str() else { continue };
-        for item in v.split(',') {
-            let (k, val) = item.split_once('=').unwrap_or((item, ""));
-            let k = k.trim().to_ascii_lowercase();
-            let val = val.trim().trim_matches('"');
-            match k.as_str() {
-                "idtype" => p.immutable = val.eq_ignore_ascii_case("ImmutableId"),
-                "outlook.body-content-type" => p.text_body = val.eq_ignore_ascii_case("text"),
-                "odata.maxpagesize" => p.max_page = val.parse().ok(),
-                _ => {}
-            }
-        }
-    }
-    p
-}
-
-fn applied(mut r: Response, p: &Prefer) -> Response {
-    let mut parts = Vec::new();
-    if p.immutable {
-        parts.push("IdType=\"ImmutableId\"".to_string());
-    }
-    if p.text_body {
-        parts.push("outlook.body-content-type=\"text\"".to_string());
-    }
-    if let Some(n) = p.max_page {
-        parts.push(format!("odata.maxpagesize={n}"));
-    }
-    if !parts.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&parts.join(", "))
-    {
-        r.headers_mut().insert("preference-applied", v);
-    }
-    r
-}
-
-fn bad_request(app: &App, headers: &HeaderMap, code: &str, msg: &str) -> Response {
-    graph_error(StatusCode::BAD_REQUEST, code, msg, headers, app.now())
-}
-
-fn not_found(app: &App, headers: &HeaderMap) -> Response {
-    graph_error(
-        StatusCode::NOT_FOUND,
-        "ErrorItemNotFound",
-        "The specified object was not found in the store.",
-        headers,
-        app.now(),
-    )
-}
-
 fn looks_like_our_id(id: &str) -> bool {
     id.starts_with("AAkALg") || id.starts_with("AAMkAG")
 }
 
 fn missing_message(app: &App, headers: &HeaderMap, id: &str) -> Response {
     if looks_like_our_id(id) {
-        not_found(app, headers)
+        graph_not_found(app.now(), headers)
     } else {
-        bad_request(app, headers, "ErrorInvalidIdMalformed", "Id is malformed.")
+        graph_bad_request(
+            app.now(),
+            headers,
+            "ErrorInvalidIdMalformed",
+            "Id is malformed.",
+        )
     }
 }
 
@@ -307,26 +255,26 @@ async fn graph_list(
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
     let base = link_base(&headers);
-    let pref = prefer(&headers);
+    let pref = GraphPrefer::only(&headers, PreferScope::Mail);
     let h2 = headers.clone();
     call(&app, "graph.messages.list", &headers, mail_needs(), |p| {
         let select = match parse_select(params.get("$select")) {
             Ok(s) => s,
-            Err(e) => return bad_request(&app, &h2, "RequestBroker--ParseUri", &e),
+            Err(e) => return graph_bad_request(app.now(), &h2, "RequestBroker--ParseUri", &e),
         };
         let filter = match params.get("$filter").map(parse_filter).transpose() {
             Ok(f) => f.unwrap_or_default(),
-            Err(e) => return bad_request(&app, &h2, "BadRequest", &e),
+            Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &e),
         };
         let order = match params.get("$orderby").map(parse_orderby).transpose() {
             Ok(o) => o,
-            Err(e) => return bad_request(&app, &h2, "BadRequest", &e),
+            Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &e),
         };
         if let (Some((op, _)), Some(first)) = (order, filter.first())
             && op != first.prop
         {
-            return bad_request(
-                &app,
+            return graph_bad_request(
+                app.now(),
                 &h2,
                 "InefficientFilter",
                 "The restriction or sort order is too complex for this operation.",
@@ -336,8 +284,8 @@ async fn graph_list(
             None => pref.max_page.unwrap_or(10).clamp(1, 1000),
             Some(Ok(n)) if (1..=1000).contains(&n) => n,
             Some(_) => {
-                return bad_request(
-                    &app,
+                return graph_bad_request(
+                    app.now(),
                     &h2,
                     "ErrorInvalidUrlQuery",
                     "The value of $top must be between 1 and 1000.",
@@ -348,7 +296,7 @@ async fn graph_list(
             None => 0,
             Some(Ok(n)) => n,
             Some(Err(_)) => {
-                return bad_request(&app, &h2, "BadRequest", "Invalid $skip value.");
+                return graph_bad_request(app.now(), &h2, "BadRequest", "Invalid $skip value.");
             }
         };
         let (order_prop, desc) = order.unwrap_or((DateProp::Received, true));
@@ -378,7 +326,7 @@ async fn graph_list(
             Some((total, views))
         });
         let Some((total, views)) = found else {
-            return not_found(&app, &h2);
+            return graph_not_found(app.now(), &h2);
         };
         let opts = GraphOpts {
             immutable: pref.immutable,
@@ -412,7 +360,7 @@ async fn graph_list(
             next.push("$skip", &(skip + top).to_string());
             body["@odata.nextLink"] = json!(format!("{base}{}?{}", uri.path(), next.encode()));
         }
-        applied(json_response(StatusCode::OK, body), &pref)
+        graph_applied(json_response(StatusCode::OK, body), &pref)
     })
     .await
 }
@@ -444,12 +392,12 @@ async fn graph_get_impl(
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
     let base = link_base(&headers);
-    let pref = prefer(&headers);
+    let pref = GraphPrefer::only(&headers, PreferScope::Mail);
     let h2 = headers.clone();
     call(&app, "graph.messages.get", &headers, mail_needs(), |p| {
         let select = match parse_select(params.get("$select")) {
             Ok(s) => s,
-            Err(e) => return bad_request(&app, &h2, "RequestBroker--ParseUri", &e),
+            Err(e) => return graph_bad_request(app.now(), &h2, "RequestBroker--ParseUri", &e),
         };
         let view = with_mailbox(&app, p, |mb| {
             let seq = mb.find(&id)?;
@@ -479,7 +427,7 @@ async fn graph_get_impl(
             out.extend(std::mem::take(m));
             *m = out;
         }
-        applied(json_response(StatusCode::OK, body), &pref)
+        graph_applied(json_response(StatusCode::OK, body), &pref)
     })
     .await
 }
@@ -531,7 +479,7 @@ async fn graph_attachments_impl(
                 one["@odata.context"] = json!(format!("{ctx}/$entity"));
                 json_response(StatusCode::OK, one)
             }
-            _ => not_found(&app, &h2),
+            _ => graph_not_found(app.now(), &h2),
         }
     })
     .await
@@ -612,7 +560,7 @@ async fn graph_delta(
 ) -> Response {
     let params = Params::parse(q.as_deref().unwrap_or(""));
     let base = link_base(&headers);
-    let pref = prefer(&headers);
+    let pref = GraphPrefer::only(&headers, PreferScope::Mail);
     let h2 = headers.clone();
     let path = uri.path().to_string();
     call(&app, "graph.messages.delta", &headers, mail_needs(), |p| {
@@ -638,7 +586,7 @@ async fn graph_delta(
         } else {
             let select = match parse_select(params.get("$select")) {
                 Ok(s) => s,
-                Err(e) => return bad_request(&app, &h2, "RequestBroker--ParseUri", &e),
+                Err(e) => return graph_bad_request(app.now(), &h2, "RequestBroker--ParseUri", &e),
             };
             let filter = match params.get("$filter") {
                 None => None,
@@ -650,28 +598,24 @@ async fn graph_delta(
                         Some((c[0].ms, c[0].op == "gt"))
                     }
                     Ok(_) => {
-                        return bad_request(
-                            &app,
-                            &h2,
+                        return graph_bad_request(app.now(), &h2,
                             "ErrorInvalidUrlQueryFilter",
                             "Delta queries support $filter only as 'receivedDateTime ge|gt {value}'.",
                         );
                     }
-                    Err(e) => return bad_request(&app, &h2, "BadRequest", &e),
+                    Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &e),
                 },
             };
             if let Some(o) = params.get("$orderby")
                 && !matches!(parse_orderby(o), Ok((DateProp::Received, true)))
             {
-                return bad_request(
-                    &app,
-                    &h2,
+                return graph_bad_request(app.now(), &h2,
                     "ErrorInvalidUrlQuery",
                     "Delta queries support $orderby only as 'receivedDateTime desc'.",
                 );
             }
             if params.get("$search").is_some() {
-                return bad_request(&app, &h2, "ErrorInvalidUrlQuery", "$search is not supported with delta.");
+                return graph_bad_request(app.now(), &h2, "ErrorInvalidUrlQuery", "$search is not supported with delta.");
             }
             let page = params
                 .get("$top")
@@ -764,7 +708,7 @@ async fn graph_delta(
         });
         let (page, (done, token), opts) = match out {
             Ok(x) => x,
-            Err(0) => return not_found(&app, &h2),
+            Err(0) => return graph_not_found(app.now(), &h2),
             Err(_) => return delta_expired(&app, &h2, &restart),
         };
         let ropts = GraphOpts {
@@ -787,7 +731,7 @@ async fn graph_delta(
             body["@odata.nextLink"] = json!(format!("{base}{path}?$skiptoken={token}"));
         }
         body["value"] = json!(value);
-        applied(json_response(StatusCode::OK, body), &pref)
+        graph_applied(json_response(StatusCode::OK, body), &pref)
     })
     .await
 }

@@ -377,3 +377,101 @@ mod tests {
         assert_eq!(link_base(&h), "http://127.0.0.1:5555");
     }
 }
+
+/// Graph `Prefer` header preferences the sandbox honours; what was honoured is
+/// echoed in `Preference-Applied`. Each endpoint family keeps only the
+/// preferences Graph honours there (see [`GraphPrefer::only`]).
+#[derive(Debug, Default, Clone)]
+pub struct GraphPrefer {
+    /// `IdType="ImmutableId"`.
+    pub immutable: bool,
+    /// `outlook.body-content-type="text"` (mail).
+    pub text_body: bool,
+    /// `outlook.timezone="…"` (calendar).
+    pub tz: Option<String>,
+    /// `odata.maxpagesize=N`.
+    pub max_page: Option<usize>,
+}
+
+/// Which optional preferences an endpoint family honours.
+#[derive(Debug, Clone, Copy)]
+pub enum PreferScope {
+    Mail,
+    Calendar,
+}
+
+impl GraphPrefer {
+    /// Parses every `Prefer` header (names case-insensitive, values may be quoted).
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut p = Self::default();
+        for v in headers.get_all("prefer") {
+            let Ok(v) = v.to_str() else { continue };
+            for item in v.split(',') {
+                let (k, val) = item.split_once('=').unwrap_or((item, ""));
+                let val = val.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "idtype" => p.immutable = val.eq_ignore_ascii_case("ImmutableId"),
+                    "outlook.body-content-type" => p.text_body = val.eq_ignore_ascii_case("text"),
+                    "outlook.timezone" => p.tz = Some(val.to_string()),
+                    "odata.maxpagesize" => p.max_page = val.parse().ok(),
+                    _ => {}
+                }
+            }
+        }
+        p
+    }
+
+    /// Parses and keeps only what `scope` honours.
+    pub fn only(headers: &HeaderMap, scope: PreferScope) -> Self {
+        let mut p = Self::parse(headers);
+        match scope {
+            PreferScope::Mail => p.tz = None,
+            PreferScope::Calendar => p.text_body = false,
+        }
+        p
+    }
+
+    /// Adds `Preference-Applied` for the honoured preferences.
+    pub fn applied(&self, mut r: Response) -> Response {
+        let mut parts = Vec::new();
+        if self.immutable {
+            parts.push("IdType=\"ImmutableId\"".to_string());
+        }
+        if self.text_body {
+            parts.push("outlook.body-content-type=\"text\"".to_string());
+        }
+        if let Some(tz) = &self.tz {
+            parts.push(format!("outlook.timezone=\"{tz}\""));
+        }
+        if let Some(n) = self.max_page {
+            parts.push(format!("odata.maxpagesize={n}"));
+        }
+        if !parts.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&parts.join(", "))
+        {
+            r.headers_mut().insert("preference-applied", v);
+        }
+        r
+    }
+}
+
+/// Adds `Preference-Applied` to `r` (see [`GraphPrefer::applied`]).
+pub fn graph_applied(r: Response, p: &GraphPrefer) -> Response {
+    p.applied(r)
+}
+
+/// Graph 400 with `code`.
+pub fn graph_bad_request(now: i64, headers: &HeaderMap, code: &str, msg: &str) -> Response {
+    graph_error(StatusCode::BAD_REQUEST, code, msg, headers, now)
+}
+
+/// Graph 404 `ErrorItemNotFound`.
+pub fn graph_not_found(now: i64, headers: &HeaderMap) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+        headers,
+        now,
+    )
+}
