@@ -54,3 +54,8 @@ pub(crate) fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreE
         _ => StoreError::Database(e),
     }
 }
+
+/// `Ok` when a write touched a row, else `missing` (e.g. `NotFound`, `StaleLease`).
+pub(crate) fn touched(rows: u64, missing: StoreError) -> Result<(), StoreError> {
+    if rows == 0 { Err(missing) } else { Ok(()) }
+}

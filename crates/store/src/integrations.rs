@@ -347,11 +347,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::NotFound)
     }
 
     // ---- grants -----------------------------------------------------------------
@@ -480,11 +476,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::NotFound)
     }
 
     /// Replaces a grant's sealed secrets in place (key rotation).
@@ -584,11 +576,7 @@ impl Store {
                 .rows_affected(),
             }
         });
-        if n == 0 {
-            Err(StoreError::StaleLease)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::StaleLease)
     }
 
     // ---- OAuth states -------------------------------------------------------------

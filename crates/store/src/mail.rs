@@ -641,11 +641,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::NotFound)
     }
 
     /// Stores one page of a grant's candidate mail and the progress after it,

@@ -640,11 +640,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::NotFound)
     }
 
     // ---- links ------------------------------------------------------------------
@@ -1026,11 +1022,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        crate::error::touched(n, StoreError::NotFound)
     }
 
     pub async fn booking(&self, org: OrgId, id: BookingId) -> Result<Option<Booking>, StoreError> {
