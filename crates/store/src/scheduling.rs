@@ -238,6 +238,9 @@ pub struct SchedulingLink {
     pub revoked_at: Option<Timestamp>,
     /// Set once booked.
     pub booking_id: Option<BookingId>,
+    /// The token sealed by the caller's keyring (opaque here), so the link
+    /// can be shown again; `None` for links made without it.
+    pub token_sealed: Option<String>,
 }
 
 impl SchedulingLink {
@@ -256,6 +259,8 @@ pub struct NewSchedulingLink<'a> {
     pub meeting_kind: MeetingKind,
     /// SHA-256 of the token (the token itself has at least 128 random bits).
     pub token_digest: &'a [u8],
+    /// The token sealed by the caller (opaque to the store), or `None`.
+    pub token_sealed: Option<&'a str>,
     pub expires_at: Timestamp,
 }
 
@@ -480,7 +485,7 @@ fn booking_write_err(e: sqlx::Error) -> StoreError {
 macro_rules! link_cols {
     () => {
         "id, org_id, user_id, candidate_id, meeting_kind, status, created_at, expires_at, opened_at, \
-         revoked_at, booking_id"
+         revoked_at, booking_id, token_sealed"
     };
 }
 
@@ -505,6 +510,7 @@ struct LinkRow {
     opened_at: Option<i64>,
     revoked_at: Option<i64>,
     booking_id: Option<i64>,
+    token_sealed: Option<String>,
 }
 
 impl LinkRow {
@@ -525,6 +531,7 @@ impl LinkRow {
             opened_at: opt_ts(self.opened_at)?,
             revoked_at: opt_ts(self.revoked_at)?,
             booking_id: self.booking_id.map(BookingId),
+            token_sealed: self.token_sealed,
         })
     }
 }
@@ -657,8 +664,8 @@ impl Store {
         }
         let sql = concat!(
             "INSERT INTO scheduling_links (org_id, user_id, candidate_id, meeting_kind, token_digest, status, \
-             created_at, expires_at) \
-             SELECT u.org_id, u.id, c.id, $4, $5, 'sent', $6, $7 FROM users u JOIN candidates c ON c.org_id = u.org_id \
+             created_at, expires_at, token_sealed) \
+             SELECT u.org_id, u.id, c.id, $4, $5, 'sent', $6, $7, $8 FROM users u JOIN candidates c ON c.org_id = u.org_id \
              WHERE u.id = $2 AND u.org_id = $1 AND c.id = $3 RETURNING ",
             link_cols!()
         );
@@ -671,6 +678,7 @@ impl Store {
                 .bind(l.token_digest)
                 .bind(ms(now))
                 .bind(ms(l.expires_at))
+                .bind(l.token_sealed)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(crate::error::conflict("the link token is already in use"))?

@@ -66,6 +66,7 @@ async fn link(store: &Store, f: &Fixture, digest: &[u8]) -> SchedulingLink {
                 candidate_id: f.candidate,
                 meeting_kind: MeetingKind::Interview,
                 token_digest: digest,
+                token_sealed: Some("v1.k.sealed"),
                 expires_at: t(2 * WEEK),
             },
             t(0),
@@ -191,6 +192,7 @@ both_backends! {
         let b = fixture(&store, "Globex").await;
         let l = link(&store, &a, b"digest-1").await;
         assert_eq!((l.status, l.booking_id, l.opened_at), (LinkStatus::Sent, None, None));
+        assert_eq!(l.token_sealed.as_deref(), Some("v1.k.sealed"), "the sealed token is kept as given");
         assert_eq!(store.link_by_digest(b"digest-1", t(10)).await.unwrap(), Some(l.clone()));
         assert_eq!(store.link_by_digest(b"unknown", t(10)).await.unwrap(), None);
 
@@ -205,8 +207,8 @@ both_backends! {
         let other = link(&store, &a, b"digest-2").await;
         assert!(!store.mark_link_opened(other.id, t(2 * WEEK)).await.unwrap(), "an expired link is not opened");
 
-        assert_eq!(conflict(store.create_link(&NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: a.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-1", expires_at: t(WEEK) }, t(1)).await), "the link token is already in use");
-        let foreign_candidate = NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: b.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-3", expires_at: t(WEEK) };
+        assert_eq!(conflict(store.create_link(&NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: a.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-1", token_sealed: None, expires_at: t(WEEK) }, t(1)).await), "the link token is already in use");
+        let foreign_candidate = NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: b.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-3", token_sealed: None, expires_at: t(WEEK) };
         assert!(matches!(store.create_link(&foreign_candidate, t(1)).await, Err(StoreError::NotFound)));
         let foreign_recruiter = NewSchedulingLink { user_id: b.recruiter, candidate_id: a.candidate, ..foreign_candidate };
         assert!(matches!(store.create_link(&foreign_recruiter, t(1)).await, Err(StoreError::NotFound)));

@@ -1,0 +1,4 @@
+-- The link's token, sealed with the server keyring (AES-256-GCM), so the
+-- recruiter can copy the link again later. Lookups still go by token_digest;
+-- the store never sees the token in clear.
+ALTER TABLE scheduling_links ADD COLUMN token_sealed TEXT;
