@@ -77,6 +77,7 @@ impl Modify for BearerAuth {
 pub async fn openapi_json() -> impl IntoResponse {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::timeline::TimelineDoc::openapi());
+    doc.merge(crate::scheduling_api::SchedulingDoc::openapi());
     // Paths are served under /api/v1.
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (

@@ -32,6 +32,8 @@ pub struct Inner {
     pub sign_in_limiter: SignInLimiter,
     /// The one HTTP client for provider calls.
     pub provider_http: hirewire_providers::HttpClient,
+    /// The Scheduler's free/busy cache.
+    pub scheduler: crate::scheduling::BusyCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -56,6 +58,7 @@ impl AppState {
             clock,
             sign_in_limiter,
             provider_http,
+            scheduler: Default::default(),
         }))
     }
 
@@ -70,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .merge(integration_pages::routes())
         .merge(crate::timeline::routes())
-        .nest("/api/v1", api::routes())
+        .merge(crate::booking_pages::routes())
+        .nest("/api/v1", api::routes().merge(crate::scheduling_api::routes()))
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -102,7 +106,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
+    let mut sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
+    if state.config.sync.workers > 0 {
+        sync_workers.push(crate::scheduling::spawn_worker(state.clone()));
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

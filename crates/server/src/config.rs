@@ -23,6 +23,8 @@ pub struct Config {
     pub provider_endpoints: Endpoints,
     /// The mail sync engine (window, paging, schedule, leases, background workers).
     pub sync: crate::sync::SyncConfig,
+    /// The Scheduler (free/busy cache, calendar event retries).
+    pub scheduler: crate::scheduling::SchedulerConfig,
 }
 
 /// Sign-in attempts allowed per account and per client address.
@@ -55,6 +57,7 @@ impl Config {
             sign_in_limits: SignInLimits::default(),
             provider_endpoints: Endpoints::real(),
             sync: crate::sync::SyncConfig::default(),
+            scheduler: crate::scheduling::SchedulerConfig::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod booking_pages;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -17,6 +18,8 @@ pub mod error;
 pub mod integration_pages;
 pub mod integrations;
 pub mod pages;
+pub mod scheduling;
+pub mod scheduling_api;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -241,6 +241,9 @@ pub struct SchedulingLink {
     /// The token sealed by the caller's keyring (opaque here), so the link
     /// can be shown again; `None` for links made without it.
     pub token_sealed: Option<String>,
+    /// The meeting offered, fixed at creation (`None`: the recruiter's
+    /// current settings for `meeting_kind`).
+    pub meeting: Option<MeetingType>,
 }
 
 impl SchedulingLink {
@@ -261,6 +264,8 @@ pub struct NewSchedulingLink<'a> {
     pub token_digest: &'a [u8],
     /// The token sealed by the caller (opaque to the store), or `None`.
     pub token_sealed: Option<&'a str>,
+    /// The meeting offered; its kind must be `meeting_kind`.
+    pub meeting: Option<&'a MeetingType>,
     pub expires_at: Timestamp,
 }
 
@@ -485,7 +490,7 @@ fn booking_write_err(e: sqlx::Error) -> StoreError {
 macro_rules! link_cols {
     () => {
         "id, org_id, user_id, candidate_id, meeting_kind, status, created_at, expires_at, opened_at, \
-         revoked_at, booking_id, token_sealed"
+         revoked_at, booking_id, token_sealed, meeting"
     };
 }
 
@@ -511,6 +516,7 @@ struct LinkRow {
     revoked_at: Option<i64>,
     booking_id: Option<i64>,
     token_sealed: Option<String>,
+    meeting: Option<String>,
 }
 
 impl LinkRow {
@@ -532,6 +538,13 @@ impl LinkRow {
             revoked_at: opt_ts(self.revoked_at)?,
             booking_id: self.booking_id.map(BookingId),
             token_sealed: self.token_sealed,
+            meeting: self
+                .meeting
+                .map(|m| {
+                    serde_json::from_str(&m)
+                        .map_err(|e| StoreError::Corrupt(format!("link meeting: {e}")))
+                })
+                .transpose()?,
         })
     }
 }
@@ -662,10 +675,36 @@ impl Store {
         if l.expires_at <= now {
             return Err(StoreError::Invalid("the link expires before now".into()));
         }
+        let meeting = match l.meeting {
+            Some(m) if m.kind != l.meeting_kind => {
+                return Err(StoreError::Invalid(format!(
+                    "the link's meeting is a {}, not a {}",
+                    m.kind, l.meeting_kind
+                )));
+            }
+            Some(m) => {
+                let probe = SchedulingSettings {
+                    working_hours: Vec::new(),
+                    overrides: Vec::new(),
+                    meeting_types: vec![m.clone()],
+                    minimum_notice_minutes: 0,
+                    no_same_day: false,
+                    horizon_days: 1,
+                    max_per_day: None,
+                    tentative_is_busy: false,
+                };
+                probe.validate()?;
+                Some(
+                    serde_json::to_string(m)
+                        .map_err(|e| StoreError::Invalid(format!("link meeting: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let sql = concat!(
             "INSERT INTO scheduling_links (org_id, user_id, candidate_id, meeting_kind, token_digest, status, \
-             created_at, expires_at, token_sealed) \
-             SELECT u.org_id, u.id, c.id, $4, $5, 'sent', $6, $7, $8 FROM users u JOIN candidates c ON c.org_id = u.org_id \
+             created_at, expires_at, token_sealed, meeting) \
+             SELECT u.org_id, u.id, c.id, $4, $5, 'sent', $6, $7, $8, $9 FROM users u JOIN candidates c ON c.org_id = u.org_id \
              WHERE u.id = $2 AND u.org_id = $1 AND c.id = $3 RETURNING ",
             link_cols!()
         );
@@ -679,6 +718,7 @@ impl Store {
                 .bind(ms(now))
                 .bind(ms(l.expires_at))
                 .bind(l.token_sealed)
+                .bind(meeting.as_deref())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(crate::error::conflict("the link token is already in use"))?

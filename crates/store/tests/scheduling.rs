@@ -57,6 +57,14 @@ async fn fixture(store: &Store, org_name: &str) -> Fixture {
     }
 }
 
+const MEETING: MeetingType = MeetingType {
+    kind: MeetingKind::Interview,
+    duration_minutes: 45,
+    before_buffer_minutes: 5,
+    after_buffer_minutes: 10,
+    location: MeetingLocation::Video,
+};
+
 async fn link(store: &Store, f: &Fixture, digest: &[u8]) -> SchedulingLink {
     store
         .create_link(
@@ -67,6 +75,7 @@ async fn link(store: &Store, f: &Fixture, digest: &[u8]) -> SchedulingLink {
                 meeting_kind: MeetingKind::Interview,
                 token_digest: digest,
                 token_sealed: Some("v1.k.sealed"),
+                meeting: Some(&MEETING),
                 expires_at: t(2 * WEEK),
             },
             t(0),
@@ -193,6 +202,12 @@ both_backends! {
         let l = link(&store, &a, b"digest-1").await;
         assert_eq!((l.status, l.booking_id, l.opened_at), (LinkStatus::Sent, None, None));
         assert_eq!(l.token_sealed.as_deref(), Some("v1.k.sealed"), "the sealed token is kept as given");
+        assert_eq!(l.meeting.as_ref(), Some(&MEETING), "the meeting offered is fixed with the link");
+        let wrong_kind = NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: a.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-9", token_sealed: None, meeting: Some(&MEETING), expires_at: t(WEEK) };
+        assert!(matches!(store.create_link(&wrong_kind, t(1)).await, Err(StoreError::Invalid(_))));
+        let too_long = MeetingType { duration_minutes: 121, ..MEETING.clone() };
+        let bad_duration = NewSchedulingLink { meeting_kind: MeetingKind::Interview, meeting: Some(&too_long), ..wrong_kind };
+        assert!(matches!(store.create_link(&bad_duration, t(1)).await, Err(StoreError::Invalid(_))));
         assert_eq!(store.link_by_digest(b"digest-1", t(10)).await.unwrap(), Some(l.clone()));
         assert_eq!(store.link_by_digest(b"unknown", t(10)).await.unwrap(), None);
 
@@ -207,8 +222,8 @@ both_backends! {
         let other = link(&store, &a, b"digest-2").await;
         assert!(!store.mark_link_opened(other.id, t(2 * WEEK)).await.unwrap(), "an expired link is not opened");
 
-        assert_eq!(conflict(store.create_link(&NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: a.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-1", token_sealed: None, expires_at: t(WEEK) }, t(1)).await), "the link token is already in use");
-        let foreign_candidate = NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: b.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-3", token_sealed: None, expires_at: t(WEEK) };
+        assert_eq!(conflict(store.create_link(&NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: a.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-1", token_sealed: None, meeting: None, expires_at: t(WEEK) }, t(1)).await), "the link token is already in use");
+        let foreign_candidate = NewSchedulingLink { org_id: a.org, user_id: a.recruiter, candidate_id: b.candidate, meeting_kind: MeetingKind::PhoneScreen, token_digest: b"digest-3", token_sealed: None, meeting: None, expires_at: t(WEEK) };
         assert!(matches!(store.create_link(&foreign_candidate, t(1)).await, Err(StoreError::NotFound)));
         let foreign_recruiter = NewSchedulingLink { user_id: b.recruiter, candidate_id: a.candidate, ..foreign_candidate };
         assert!(matches!(store.create_link(&foreign_recruiter, t(1)).await, Err(StoreError::NotFound)));
