@@ -43,6 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
 use crate::http::{HttpClient, Response, api_error, parse_json};
+use crate::pacing::{Op, PaceKey, Pacer};
 use crate::{Provider, Secret};
 
 /// The longest window one Graph `getSchedule` call accepts (PROVIDERS.md §3.8).
@@ -204,6 +205,7 @@ pub struct CalendarClient {
     provider: Provider,
     endpoints: Endpoints,
     http: HttpClient,
+    pacing: Option<(Pacer, PaceKey)>,
 }
 
 impl CalendarClient {
@@ -213,7 +215,16 @@ impl CalendarClient {
             provider,
             endpoints,
             http,
+            pacing: None,
         }
+    }
+
+    /// This client with every request paced by `pacer` as the mailbox `key` (see [`crate::pacing`]; for
+    /// Microsoft, use the key of the mailbox's [`crate::MailReader`]: Outlook's limits cover mail and calendar).
+    /// Retries are then the pacer's. Without it (the default) requests go straight to the HTTP client.
+    pub fn with_pacer(mut self, pacer: Pacer, key: PaceKey) -> Self {
+        self.pacing = Some((pacer, key));
+        self
     }
 
     /// Whose calendar API this talks to.
@@ -798,7 +809,16 @@ impl CalendarClient {
             .body(body.unwrap_or_default())
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
         // Every calendar call is safe to repeat (see the module docs).
-        self.http.send(req, true).await
+        match &self.pacing {
+            None => self.http.send(req, true).await,
+            Some((pacer, key)) => {
+                let op = match self.provider {
+                    Provider::Microsoft => Op::Graph,
+                    Provider::Google => Op::GoogleCalendar,
+                };
+                pacer.send(&self.http, key, op, req, true).await
+            }
+        }
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(

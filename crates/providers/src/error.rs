@@ -125,6 +125,13 @@ pub enum ProviderError {
         /// Whose mailbox.
         provider: Provider,
     },
+    /// The push subscription no longer exists at the provider (Graph 404 on renew): create a new one, and catch
+    /// up by polling.
+    #[error("{provider:?} push subscription no longer exists")]
+    SubscriptionGone {
+        /// Whose subscription.
+        provider: Provider,
+    },
     /// The message no longer exists (deleted between listing and fetching: Graph 404 `ErrorItemNotFound`,
     /// Gmail 404 `notFound`). Skip it; incremental sync reports the deletion.
     #[error("{provider:?} message no longer exists")]
@@ -224,6 +231,9 @@ impl ProviderError {
             ProviderError::Protocol(_) => {
                 "Something went wrong talking to the email provider. Please try again; if it keeps happening, tell your admin."
                     .to_owned()
+            }
+            ProviderError::SubscriptionGone { .. } => {
+                "hirewire's live updates for this mailbox stopped; it is setting them up again.".to_owned()
             }
             ProviderError::MessageGone { .. } => {
                 "A message was deleted before hirewire could read it.".to_owned()

@@ -157,46 +157,20 @@ impl HttpClient {
         request: Request,
         idempotent: bool,
     ) -> Result<Response, ProviderError> {
-        let (parts, body) = request.into_parts();
-        let url = reqwest::Url::parse(&parts.uri.to_string())
-            .map_err(|e| ProviderError::Protocol(format!("bad request URL: {e}")))?;
-        let log_target = format!("{}{}", url.host_str().unwrap_or(""), url.path());
+        let prepared = Prepared::new(request)?;
         let mut attempt = 0u32;
         loop {
-            let mut rq = reqwest::Request::new(parts.method.clone(), url.clone());
-            *rq.headers_mut() = parts.headers.clone();
-            *rq.body_mut() = Some(body.clone().into());
-            let outcome = self.inner.execute(rq).await;
-            let (retry, wait, failure) = match outcome {
-                Err(e) => {
-                    let retry =
-                        e.is_connect() || (idempotent && (e.is_timeout() || e.is_request()));
-                    let kind = if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "failed"
-                    };
-                    tracing::debug!(method = %parts.method, target = %log_target, attempt, error = %e, "provider request {kind}");
-                    (
-                        retry,
-                        None,
-                        ProviderError::Transient(format!("{} {log_target} {kind}", parts.method)),
-                    )
-                }
+            let (retry, wait, failure) = match self.send_once(&prepared, attempt).await {
+                Err(t) => (t.retryable(idempotent), None, t.error),
                 Ok(resp) => {
                     let status = resp.status();
-                    tracing::debug!(method = %parts.method, target = %log_target, attempt, status = status.as_u16(), "provider response");
                     let retry_after = retry_after(resp.headers());
                     let always = status == 429 || status == 503;
                     let if_idempotent = matches!(status.as_u16(), 500 | 502 | 504);
                     if !(always || if_idempotent) {
-                        return into_response(resp).await;
+                        return Ok(resp);
                     }
-                    let failure = if status == 429 {
-                        ProviderError::Throttled { retry_after }
-                    } else {
-                        ProviderError::Transient(format!("{log_target} answered {status}"))
-                    };
+                    let failure = failure_of(&prepared, &resp);
                     if retry_after.is_some_and(|ra| ra > self.retry.max_delay) {
                         return Err(ProviderError::Throttled { retry_after });
                     }
@@ -209,9 +183,47 @@ impl HttpClient {
             let backoff = self.retry.backoff(attempt);
             // Honour Retry-After as given, but never less than half the base delay (no spinning on `0`).
             let delay = wait.map_or(backoff, |ra| ra.max(self.retry.base_delay / 2));
-            tracing::info!(target = %log_target, attempt, delay_ms = delay.as_millis() as u64, "retrying provider request");
+            tracing::info!(target = %prepared.log_target, attempt, delay_ms = delay.as_millis() as u64, "retrying provider request");
             self.sleeper.sleep(delay).await;
             attempt += 1;
+        }
+    }
+
+    /// One try of a prepared request, never retried: any response (429 and 5xx included) is returned whole,
+    /// transport failures say whether a retry may help. The pacer ([`crate::pacing`]) drives its own retries
+    /// through this so that every try passes the mailbox's concurrency limit and quota.
+    pub(crate) async fn send_once(
+        &self,
+        prepared: &Prepared,
+        attempt: u32,
+    ) -> Result<Response, TransportFailure> {
+        let mut rq = reqwest::Request::new(prepared.method.clone(), prepared.url.clone());
+        *rq.headers_mut() = prepared.headers.clone();
+        *rq.body_mut() = Some(prepared.body.clone().into());
+        let log_target = &prepared.log_target;
+        let method = &prepared.method;
+        match self.inner.execute(rq).await {
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                tracing::debug!(%method, target = %log_target, attempt, error = %e, "provider request {kind}");
+                Err(TransportFailure {
+                    connect: e.is_connect(),
+                    timeout_or_request: e.is_timeout() || e.is_request(),
+                    error: ProviderError::Transient(format!("{method} {log_target} {kind}")),
+                })
+            }
+            Ok(resp) => {
+                tracing::debug!(%method, target = %log_target, attempt, status = resp.status().as_u16(), "provider response");
+                into_response(resp).await.map_err(|error| TransportFailure {
+                    connect: false,
+                    timeout_or_request: true,
+                    error,
+                })
+            }
         }
     }
 
@@ -239,20 +251,7 @@ impl HttpClient {
         bearer: Option<&Secret>,
         headers: &[(&str, &str)],
     ) -> Result<Response, ProviderError> {
-        let mut b = ::http::Request::get(url).header(::http::header::ACCEPT, "application/json");
-        if let Some(token) = bearer {
-            b = b.header(
-                ::http::header::AUTHORIZATION,
-                format!("Bearer {}", token.expose()),
-            );
-        }
-        for (name, value) in headers {
-            b = b.header(*name, *value);
-        }
-        let req = b
-            .body(Vec::new())
-            .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
-        self.send(req, true).await
+        self.send(get_request(url, bearer, headers)?, true).await
     }
 
     /// A form POST (Google `/revoke`). Not retried on 5xx.
@@ -274,6 +273,79 @@ impl HttpClient {
             .body(body)
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
         self.send(req, false).await
+    }
+}
+
+/// A bearer-authenticated GET accepting JSON, with extra headers.
+pub(crate) fn get_request(
+    url: &str,
+    bearer: Option<&Secret>,
+    headers: &[(&str, &str)],
+) -> Result<Request, ProviderError> {
+    let mut b = ::http::Request::get(url).header(::http::header::ACCEPT, "application/json");
+    if let Some(token) = bearer {
+        b = b.header(
+            ::http::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose()),
+        );
+    }
+    for (name, value) in headers {
+        b = b.header(*name, *value);
+    }
+    b.body(Vec::new())
+        .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))
+}
+
+/// A request ready to be sent (and sent again): the parts of an [`http::Request`] that a retry needs.
+pub(crate) struct Prepared {
+    pub(crate) method: ::http::Method,
+    pub(crate) url: reqwest::Url,
+    pub(crate) headers: ::http::HeaderMap,
+    pub(crate) body: Vec<u8>,
+    /// Host and path, for logs (never the query: it may carry ids or tokens).
+    pub(crate) log_target: String,
+}
+
+impl Prepared {
+    pub(crate) fn new(request: Request) -> Result<Self, ProviderError> {
+        let (parts, body) = request.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| ProviderError::Protocol(format!("bad request URL: {e}")))?;
+        let log_target = format!("{}{}", url.host_str().unwrap_or(""), url.path());
+        Ok(Prepared {
+            method: parts.method,
+            url,
+            headers: parts.headers,
+            body,
+            log_target,
+        })
+    }
+}
+
+/// A try that got no response.
+pub(crate) struct TransportFailure {
+    /// The connection was never made: the provider did no work, so any request may be retried.
+    connect: bool,
+    /// A timeout or a failure while sending: only an idempotent request may be retried.
+    timeout_or_request: bool,
+    pub(crate) error: ProviderError,
+}
+
+impl TransportFailure {
+    pub(crate) fn retryable(&self, idempotent: bool) -> bool {
+        self.connect || (idempotent && self.timeout_or_request)
+    }
+}
+
+/// The error a retried-out 429 / 5xx response becomes.
+pub(crate) fn failure_of(prepared: &Prepared, resp: &Response) -> ProviderError {
+    let status = resp.status();
+    if status == 429 {
+        ProviderError::Throttled {
+            retry_after: retry_after(resp.headers()),
+        }
+    } else {
+        ProviderError::Transient(format!("{} answered {status}", prepared.log_target))
     }
 }
 

@@ -22,6 +22,8 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod mail;
+pub mod pacing;
+pub mod push;
 pub mod scopes;
 pub mod secret;
 
@@ -40,6 +42,8 @@ pub use identity::{
     Revocation, TokenSet,
 };
 pub use mail::{Changes, MailReader, MessageRef, Page, PageCursor, RawMessage, SyncCursor};
+pub use pacing::{GmailCostModel, GmailMethod, PaceKey, Pacer, PacingConfig, Service};
+pub use push::{PushClient, PushConfig};
 pub use secret::Secret;
 
 /// The email and calendar provider an organization uses.

@@ -40,7 +40,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
-use crate::http::{HttpClient, Response, api_error, parse_json, retry_after};
+use crate::http::{HttpClient, Request, Response, api_error, get_request, parse_json, retry_after};
+use crate::pacing::{GmailMethod, Op, PaceKey, Pacer};
 use crate::{Provider, Secret};
 
 /// Graph folders watched by incremental sync: mail from and to the recruiter.
@@ -164,6 +165,7 @@ pub struct MailReader {
     provider: Provider,
     endpoints: Endpoints,
     http: HttpClient,
+    pacing: Option<(Pacer, PaceKey)>,
 }
 
 impl MailReader {
@@ -173,7 +175,17 @@ impl MailReader {
             provider,
             endpoints,
             http,
+            pacing: None,
         }
+    }
+
+    /// This reader with every request paced by `pacer` as the mailbox `key` (see [`crate::pacing`]): the
+    /// mailbox's concurrency limit, quota and throttling pauses apply, and retries are the pacer's (bounded,
+    /// full jitter) instead of the HTTP client's. Without it (the default) requests go straight to the client.
+    /// Gmail batches are then sized so one batch never asks for more units than the mailbox's bucket holds.
+    pub fn with_pacer(mut self, pacer: Pacer, key: PaceKey) -> Self {
+        self.pacing = Some((pacer, key));
+        self
     }
 
     /// Whose mail API this reads.
@@ -261,8 +273,9 @@ impl MailReader {
     }
 
     /// [`MailReader::fetch_raw`] for many messages. Gmail sends them as batch requests (`POST /batch/gmail/v1`,
-    /// [`GMAIL_BATCH`] per request): fewer round trips, but each still costs a `messages.get` of quota. Graph
-    /// fetches them one by one (the sandbox has no `$batch`).
+    /// [`GMAIL_BATCH`] per request, fewer when a pacer's bucket holds less: see [`MailReader::with_pacer`]): fewer
+    /// round trips, but each still costs a `messages.get` of quota. Graph fetches them one by one (the sandbox has
+    /// no `$batch`).
     ///
     /// The results are in the order of `ids`, one per id, except when a fetch fails in a way that would fail the
     /// rest too (throttled, token rejected, missing permission…): that error is the last element and the ids
@@ -287,7 +300,11 @@ impl MailReader {
                 }
             }
             Provider::Google => {
-                for chunk in ids.chunks(GMAIL_BATCH) {
+                let batch = match &self.pacing {
+                    Some((pacer, _)) => pacer.gmail_batch_size(GMAIL_BATCH),
+                    None => GMAIL_BATCH,
+                };
+                for chunk in ids.chunks(batch) {
                     let results = self.gmail_batch_raw(token, chunk).await;
                     let results = match results {
                         Ok(r) => r,
@@ -336,8 +353,11 @@ impl MailReader {
             )
             .body(body.into_bytes())
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
-        // Every part is a GET: safe to retry as a whole.
-        let resp = self.http.send(req, true).await?;
+        // Every part is a GET: safe to retry as a whole. Each part is a `messages.get` of quota.
+        let parts = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        let resp = self
+            .send(Op::Gmail(GmailMethod::MessagesGet, parts), req)
+            .await?;
         if !resp.status().is_success() {
             return Err(api_error(
                 Provider::Google,
@@ -400,7 +420,9 @@ impl MailReader {
         match self.provider {
             Provider::Google => {
                 let url = self.gmail_url(&["profile"], &[])?;
-                let p: GmailProfile = self.google_get(token, &url).await?;
+                let p: GmailProfile = self
+                    .google_get(GmailMethod::GetProfile, token, &url)
+                    .await?;
                 Ok(SyncCursor::encode(&CursorState::Gmail {
                     history_id: p.history_id,
                 }))
@@ -591,7 +613,7 @@ impl MailReader {
         token: &Secret,
         url: &str,
     ) -> Result<T, ProviderError> {
-        let resp = self.http.get(url, Some(token), &[PREFER_IMMUTABLE]).await?;
+        let resp = self.get(Op::Graph, url, token, &[PREFER_IMMUTABLE]).await?;
         self.json_or_error(url, resp)
     }
 
@@ -605,8 +627,7 @@ impl MailReader {
         let mut items = Vec::new();
         loop {
             let resp = self
-                .http
-                .get(&url, Some(token), &[PREFER_IMMUTABLE])
+                .get(Op::Graph, &url, token, &[PREFER_IMMUTABLE])
                 .await?;
             if !resp.status().is_success() && graph_sync_state_gone(&resp) {
                 return Err(ProviderError::CursorExpired {
@@ -647,10 +668,11 @@ impl MailReader {
 
     async fn google_get<T: serde::de::DeserializeOwned>(
         &self,
+        method: GmailMethod,
         token: &Secret,
         url: &str,
     ) -> Result<T, ProviderError> {
-        let resp = self.http.get(url, Some(token), &[]).await?;
+        let resp = self.get(Op::Gmail(method, 1), url, token, &[]).await?;
         self.json_or_error(url, resp)
     }
 
@@ -667,7 +689,8 @@ impl MailReader {
             query.push(("pageToken", t));
         }
         let url = self.gmail_url(&["messages"], &query)?;
-        self.google_get(token, &url).await
+        self.google_get(GmailMethod::MessagesList, token, &url)
+            .await
     }
 
     async fn gmail_changes(&self, token: &Secret, start: &str) -> Result<Changes, ProviderError> {
@@ -684,7 +707,9 @@ impl MailReader {
                 query.push(("pageToken", t));
             }
             let url = self.gmail_url(&["history"], &query)?;
-            let resp = self.http.get(&url, Some(token), &[]).await?;
+            let resp = self
+                .get(Op::Gmail(GmailMethod::HistoryList, 1), &url, token, &[])
+                .await?;
             if resp.status() == 404 {
                 return Err(ProviderError::CursorExpired {
                     provider: Provider::Google,
@@ -730,13 +755,39 @@ impl MailReader {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<T, ProviderError> {
-        let resp = self.http.get(url, Some(token), headers).await?;
+        let op = match self.provider {
+            Provider::Microsoft => Op::Graph,
+            Provider::Google => Op::Gmail(GmailMethod::MessagesGet, 1),
+        };
+        let resp = self.get(op, url, token, headers).await?;
         if resp.status() == 404 {
             return Err(ProviderError::MessageGone {
                 provider: self.provider,
             });
         }
         self.json_or_error(url, resp)
+    }
+
+    /// A bearer GET, through the pacer when there is one.
+    async fn get(
+        &self,
+        op: Op,
+        url: &str,
+        token: &Secret,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, ProviderError> {
+        match &self.pacing {
+            None => self.http.get(url, Some(token), headers).await,
+            Some(_) => self.send(op, get_request(url, Some(token), headers)?).await,
+        }
+    }
+
+    /// An idempotent request, through the pacer when there is one.
+    async fn send(&self, op: Op, request: Request) -> Result<Response, ProviderError> {
+        match &self.pacing {
+            None => self.http.send(request, true).await,
+            Some((pacer, key)) => pacer.send(&self.http, key, op, request, true).await,
+        }
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(
