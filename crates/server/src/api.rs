@@ -87,7 +87,7 @@ pub async fn openapi_json() -> impl IntoResponse {
 }
 
 /// Parses a JSON body with stable error codes instead of axum's rejection text.
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::unprocessable("invalid_field", format!("the JSON body does not fit: {e}"))

@@ -25,7 +25,10 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::error::PageError;
 use crate::pages::{Nav, render_error_page};
-use crate::scheduling::{self as sched, BookError, BookingInput, FieldError, LinkContext, LinkProblem, OpenError, SlotQuery};
+use crate::scheduling::{
+    self as sched, BookError, BookingInput, FieldError, LinkContext, LinkProblem, OpenError,
+    SlotQuery,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,7 +39,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn problem_page(p: LinkProblem) -> Response {
-    (p.status(), Html(render_error_page(p.status(), p.title(), p.message()))).into_response()
+    (
+        p.status(),
+        Html(render_error_page(p.status(), p.title(), p.message())),
+    )
+        .into_response()
 }
 
 fn open_failed(e: OpenError) -> Response {
@@ -165,7 +172,12 @@ fn zone_names() -> Vec<String> {
     let mut names: Vec<String> = jiff::tz::db()
         .available()
         .map(|n| n.to_string())
-        .filter(|n| n.contains('/') && !n.starts_with("Etc/") && !n.starts_with("posix/") && !n.starts_with("right/"))
+        .filter(|n| {
+            n.contains('/')
+                && !n.starts_with("Etc/")
+                && !n.starts_with("posix/")
+                && !n.starts_with("right/")
+        })
         .collect();
     names.push("UTC".into());
     names.sort();
@@ -175,21 +187,34 @@ fn zone_names() -> Vec<String> {
 
 fn location_label(ctx: &LinkContext) -> String {
     match &ctx.meeting.location {
-        hirewire_store::MeetingLocation::Phone => format!("{} calls you", ctx.recruiter.display_name),
-        hirewire_store::MeetingLocation::Video => "Video call (the link comes with the invitation)".into(),
+        hirewire_store::MeetingLocation::Phone => {
+            format!("{} calls you", ctx.recruiter.display_name)
+        }
+        hirewire_store::MeetingLocation::Video => {
+            "Video call (the link comes with the invitation)".into()
+        }
         hirewire_store::MeetingLocation::Address(a) => format!("In person at {a}"),
     }
 }
 
 fn title(ctx: &LinkContext) -> String {
-    format!("{} with {}", sched::kind_label(ctx.link.meeting_kind), ctx.recruiter.display_name)
+    format!(
+        "{} with {}",
+        sched::kind_label(ctx.link.meeting_kind),
+        ctx.recruiter.display_name
+    )
 }
 
 /// "Monday 11 January 2027, 15:30–16:00".
 fn when(b: &Booking, zone: &TimeZone) -> String {
     let s = b.slot.starts_at.to_zoned_datetime(zone.clone());
     let e = b.slot.ends_at.to_zoned_datetime(zone.clone());
-    format!("{}, {}–{}", s.strftime("%A %-d %B %Y"), s.strftime("%H:%M"), e.strftime("%H:%M"))
+    format!(
+        "{}, {}–{}",
+        s.strftime("%A %-d %B %Y"),
+        s.strftime("%H:%M"),
+        e.strftime("%H:%M")
+    )
 }
 
 struct Picker<'a> {
@@ -213,7 +238,11 @@ impl Picker<'_> {
         let ctx = self.ctx;
         let zone = TimeZone::get(&self.tz).unwrap_or(TimeZone::UTC);
         let now = self.state.now();
-        let except = if self.rescheduling { ctx.booking.as_ref() } else { None };
+        let except = if self.rescheduling {
+            ctx.booking.as_ref()
+        } else {
+            None
+        };
         let q = SlotQuery {
             time_zone: self.tz.clone(),
             from: now,
@@ -227,14 +256,21 @@ impl Picker<'_> {
                 }
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Html(render_error_page(StatusCode::SERVICE_UNAVAILABLE, "Times cannot be shown right now", t.candidate_message())),
+                    Html(render_error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Times cannot be shown right now",
+                        t.candidate_message(),
+                    )),
                 )
                     .into_response();
             }
         };
         let mut by_day: BTreeMap<jiff::civil::Date, Vec<Timestamp>> = BTreeMap::new();
         for s in starts {
-            by_day.entry(s.to_zoned_datetime(zone.clone()).date()).or_default().push(s);
+            by_day
+                .entry(s.to_zoned_datetime(zone.clone()).date())
+                .or_default()
+                .push(s);
         }
         let chosen = self
             .day
@@ -243,14 +279,21 @@ impl Picker<'_> {
             .filter(|d| by_day.contains_key(d))
             .or_else(|| by_day.keys().next().copied());
         let base = format!("/book/{}", self.token);
-        let extra = if self.rescheduling { "&reschedule=1" } else { "" };
+        let extra = if self.rescheduling {
+            "&reschedule=1"
+        } else {
+            ""
+        };
         let days = by_day
             .iter()
             .map(|(d, list)| DayView {
                 date: d.to_string(),
                 label: d.strftime("%a %-d %b").to_string(),
                 count: list.len(),
-                href: format!("{base}?tz={}&day={d}{extra}", crate::auth::urlencode(&self.tz)),
+                href: format!(
+                    "{base}?tz={}&day={d}{extra}",
+                    crate::auth::urlencode(&self.tz)
+                ),
                 chosen: Some(*d) == chosen,
             })
             .collect();
@@ -260,7 +303,10 @@ impl Picker<'_> {
                 list.iter()
                     .map(|s| SlotView {
                         value: s.to_string(),
-                        label: s.to_zoned_datetime(zone.clone()).strftime("%H:%M").to_string(),
+                        label: s
+                            .to_zoned_datetime(zone.clone())
+                            .strftime("%H:%M")
+                            .to_string(),
                         checked: form.start == s.to_string(),
                     })
                     .collect()
@@ -268,11 +314,19 @@ impl Picker<'_> {
             .unwrap_or_default();
         let page = PickerPage {
             nav: None,
-            title: if self.rescheduling { format!("Reschedule: {}", title(ctx)) } else { title(ctx) },
+            title: if self.rescheduling {
+                format!("Reschedule: {}", title(ctx))
+            } else {
+                title(ctx)
+            },
             recruiter: ctx.recruiter.display_name.clone(),
             duration: ctx.meeting.duration_minutes,
             location: location_label(ctx),
-            action: if self.rescheduling { format!("{base}/reschedule") } else { base.clone() },
+            action: if self.rescheduling {
+                format!("{base}/reschedule")
+            } else {
+                base.clone()
+            },
             base,
             rescheduling: self.rescheduling,
             current: except.map(|b| when(b, &zone)),
@@ -282,7 +336,9 @@ impl Picker<'_> {
             detect_zone: self.detect_zone,
             horizon: ctx.settings.horizon_days,
             days,
-            chosen_label: chosen.map(|d| d.strftime("%A %-d %B").to_string()).unwrap_or_default(),
+            chosen_label: chosen
+                .map(|d| d.strftime("%A %-d %B").to_string())
+                .unwrap_or_default(),
             slots,
             form: FormValues {
                 email: if form.email.is_empty() && errors.email.is_none() {
@@ -310,7 +366,11 @@ fn chosen_zone(ctx: &LinkContext, raw: Option<&str>) -> (String, bool) {
     }
 }
 
-async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q): Query<PageQuery>) -> Response {
+async fn page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
     let ctx = match sched::open_link(&state, &token).await {
         Ok(c) => c,
         Err(e) => return open_failed(e),
@@ -336,33 +396,60 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         day: q.day,
         rescheduling,
     };
-    picker.render(StatusCode::OK, None, FormValues::default(), FieldErrors::default()).await
+    picker
+        .render(
+            StatusCode::OK,
+            None,
+            FormValues::default(),
+            FieldErrors::default(),
+        )
+        .await
 }
 
-fn done_page(state: &AppState, ctx: &LinkContext, token: &str, tz: &str, done: Option<&str>) -> Response {
+fn done_page(
+    state: &AppState,
+    ctx: &LinkContext,
+    token: &str,
+    tz: &str,
+    done: Option<&str>,
+) -> Response {
     let Some(b) = ctx.booking.as_ref() else {
         return problem_page(LinkProblem::Unknown);
     };
     // The candidate's own zone, unless they picked another one here.
-    let tz = if tz == ctx.recruiter.time_zone && sched::valid_zone(&b.attendee.time_zone) { b.attendee.time_zone.as_str() } else { tz };
+    let tz = if tz == ctx.recruiter.time_zone && sched::valid_zone(&b.attendee.time_zone) {
+        b.attendee.time_zone.as_str()
+    } else {
+        tz
+    };
     let zone = TimeZone::get(tz).unwrap_or(TimeZone::UTC);
     let cancelled = b.status == BookingStatus::Cancelled;
     let manage_url = state.config.link(&format!("/book/{token}"));
     let (google, outlook) = sched::calendar_links(ctx, b, &manage_url);
     let notice = match done {
         Some("booked") => Some("You're booked. A calendar invitation is on its way.".to_owned()),
-        Some("rescheduled") => Some("Your meeting was moved. An updated invitation is on its way.".to_owned()),
+        Some("rescheduled") => {
+            Some("Your meeting was moved. An updated invitation is on its way.".to_owned())
+        }
         Some("cancelled") => Some("Your meeting is cancelled.".to_owned()),
         _ => None,
     };
     let page = DonePage {
         nav: None,
-        title: if cancelled { format!("Cancelled: {}", sched::summary(ctx, b)) } else { sched::summary(ctx, b) },
+        title: if cancelled {
+            format!("Cancelled: {}", sched::summary(ctx, b))
+        } else {
+            sched::summary(ctx, b)
+        },
         recruiter: ctx.recruiter.display_name.clone(),
         notice,
         when: when(b, &zone),
         tz: tz.to_owned(),
-        what: format!("{} · {} minutes", sched::kind_label(b.meeting_kind), ctx.meeting.duration_minutes),
+        what: format!(
+            "{} · {} minutes",
+            sched::kind_label(b.meeting_kind),
+            ctx.meeting.duration_minutes
+        ),
         location: sched::location_text(ctx, b),
         email: Some(b.attendee.email.clone()).filter(|e| !e.is_empty()),
         event_pending: b.provider_event_id.is_none(),
@@ -410,8 +497,16 @@ async fn submit(state: &AppState, token: &str, f: BookForm, rescheduling: bool) 
     };
     let err = match result {
         Ok(_) => {
-            let done = if rescheduling { "rescheduled" } else { "booked" };
-            return Redirect::to(&format!("/book/{token}?done={done}&tz={}", crate::auth::urlencode(&f.tz))).into_response();
+            let done = if rescheduling {
+                "rescheduled"
+            } else {
+                "booked"
+            };
+            return Redirect::to(&format!(
+                "/book/{token}?done={done}&tz={}",
+                crate::auth::urlencode(&f.tz)
+            ))
+            .into_response();
         }
         Err(e) => e,
     };
@@ -421,11 +516,19 @@ async fn submit(state: &AppState, token: &str, f: BookForm, rescheduling: bool) 
         BookError::Provider(t) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Html(render_error_page(StatusCode::SERVICE_UNAVAILABLE, "The booking could not be made", t.candidate_message())),
+                Html(render_error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The booking could not be made",
+                    t.candidate_message(),
+                )),
             )
                 .into_response();
         }
-        BookError::Invalid(list) => (StatusCode::UNPROCESSABLE_ENTITY, None, FieldErrors::of(&list)),
+        BookError::Invalid(list) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            FieldErrors::of(&list),
+        ),
         BookError::SlotTaken { day_full, .. } => (
             StatusCode::CONFLICT,
             Some(if day_full {
@@ -442,7 +545,9 @@ async fn submit(state: &AppState, token: &str, f: BookForm, rescheduling: bool) 
     };
     let (tz, _) = chosen_zone(&ctx, Some(&f.tz));
     let day = sched::parse_start(&f.start).map(|s| {
-        s.to_zoned_datetime(TimeZone::get(&tz).unwrap_or(TimeZone::UTC)).date().to_string()
+        s.to_zoned_datetime(TimeZone::get(&tz).unwrap_or(TimeZone::UTC))
+            .date()
+            .to_string()
     });
     let picker = Picker {
         state,
@@ -454,7 +559,11 @@ async fn submit(state: &AppState, token: &str, f: BookForm, rescheduling: bool) 
         rescheduling,
     };
     let keep = FormValues {
-        start: if status == StatusCode::CONFLICT { String::new() } else { f.start },
+        start: if status == StatusCode::CONFLICT {
+            String::new()
+        } else {
+            f.start
+        },
         name: f.name,
         email: f.email,
         phone: f.phone,
@@ -463,11 +572,19 @@ async fn submit(state: &AppState, token: &str, f: BookForm, rescheduling: bool) 
     picker.render(status, problem, keep, errors).await
 }
 
-async fn book(State(state): State<AppState>, Path(token): Path<String>, Form(f): Form<BookForm>) -> Response {
+async fn book(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(f): Form<BookForm>,
+) -> Response {
     submit(&state, &token, f, false).await
 }
 
-async fn reschedule(State(state): State<AppState>, Path(token): Path<String>, Form(f): Form<BookForm>) -> Response {
+async fn reschedule(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(f): Form<BookForm>,
+) -> Response {
     submit(&state, &token, f, true).await
 }
 
@@ -477,7 +594,11 @@ struct CancelForm {
     confirm: String,
 }
 
-async fn cancel(State(state): State<AppState>, Path(token): Path<String>, Form(f): Form<CancelForm>) -> Response {
+async fn cancel(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(f): Form<CancelForm>,
+) -> Response {
     if f.confirm != "yes" {
         return Redirect::to(&format!("/book/{token}")).into_response();
     }
@@ -501,8 +622,14 @@ async fn invite(State(state): State<AppState>, Path(token): Path<String>) -> Res
     let body = sched::ics(&ctx, b, &manage_url, state.now());
     (
         [
-            (header::CONTENT_TYPE, "text/calendar; charset=utf-8; method=PUBLISH"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"meeting.ics\""),
+            (
+                header::CONTENT_TYPE,
+                "text/calendar; charset=utf-8; method=PUBLISH",
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"meeting.ics\"",
+            ),
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,

@@ -26,11 +26,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hirewire_domain::availability::{self, Interval, Request, Rules, TimeRange, WallTime, Weekdays};
+use hirewire_domain::availability::{
+    self, Interval, Request, Rules, TimeRange, WallTime, Weekdays,
+};
 use hirewire_domain::email::EmailAddress;
 use hirewire_domain::ids::{BookingId, CandidateId, UserId};
 use hirewire_domain::retry::Backoff;
-use hirewire_providers::calendar::{Attendee, Busy, BusyStatus, CalendarClient, Location, NewEvent};
+use hirewire_providers::calendar::{
+    Attendee, Busy, BusyStatus, CalendarClient, Location, NewEvent,
+};
 use hirewire_providers::{Provider, ProviderError, Secret};
 use hirewire_store::{
     Booking, BookingStatus, CapabilityKind, DailyCap, GrantStatus, MeetingKind, MeetingLocation,
@@ -212,7 +216,9 @@ impl LinkProblem {
         use axum::http::StatusCode;
         match self {
             LinkProblem::Unknown => StatusCode::NOT_FOUND,
-            LinkProblem::Expired | LinkProblem::Revoked | LinkProblem::Cancelled => StatusCode::GONE,
+            LinkProblem::Expired | LinkProblem::Revoked | LinkProblem::Cancelled => {
+                StatusCode::GONE
+            }
             LinkProblem::Used | LinkProblem::Past => StatusCode::CONFLICT,
         }
     }
@@ -230,12 +236,24 @@ impl LinkProblem {
 
     pub fn message(self) -> &'static str {
         match self {
-            LinkProblem::Unknown => "Check that you copied the whole link. If it still does not work, ask the recruiter for a new one.",
-            LinkProblem::Expired => "Links are valid for a limited time. Ask the recruiter who sent it for a new link.",
-            LinkProblem::Revoked => "The recruiter withdrew this link. Ask them for a new one if you still want to meet.",
-            LinkProblem::Cancelled => "The meeting booked with this link was cancelled. Ask the recruiter for a new link to book another time.",
-            LinkProblem::Used => "A meeting was already booked with this link; open the link again to see or change it.",
-            LinkProblem::Past => "A meeting that has started can no longer be changed here. Contact the recruiter directly.",
+            LinkProblem::Unknown => {
+                "Check that you copied the whole link. If it still does not work, ask the recruiter for a new one."
+            }
+            LinkProblem::Expired => {
+                "Links are valid for a limited time. Ask the recruiter who sent it for a new link."
+            }
+            LinkProblem::Revoked => {
+                "The recruiter withdrew this link. Ask them for a new one if you still want to meet."
+            }
+            LinkProblem::Cancelled => {
+                "The meeting booked with this link was cancelled. Ask the recruiter for a new link to book another time."
+            }
+            LinkProblem::Used => {
+                "A meeting was already booked with this link; open the link again to see or change it."
+            }
+            LinkProblem::Past => {
+                "A meeting that has started can no longer be changed here. Contact the recruiter directly."
+            }
         }
     }
 }
@@ -268,7 +286,9 @@ pub async fn open_link(state: &AppState, token: &str) -> Result<LinkContext, Ope
         .await?
         .ok_or(OpenError::Link(LinkProblem::Unknown))?;
     let mut link = link;
-    if link.status == hirewire_store::LinkStatus::Sent && state.store.mark_link_opened(link.id, now).await? {
+    if link.status == hirewire_store::LinkStatus::Sent
+        && state.store.mark_link_opened(link.id, now).await?
+    {
         link.status = hirewire_store::LinkStatus::Opened;
         link.opened_at = Some(now);
     }
@@ -417,10 +437,7 @@ impl From<StoreError> for CreateLinkError {
 /// `Ok` when the recruiter's calendar can be used for free/busy and events;
 /// otherwise the sentence telling them what to do.
 pub async fn calendar_ready(state: &AppState, user: &User) -> Result<(), CreateLinkError> {
-    let grant = state
-        .store
-        .grant(user.id, CapabilityKind::Calendar)
-        .await?;
+    let grant = state.store.grant(user.id, CapabilityKind::Calendar).await?;
     match grant {
         None => Err(CreateLinkError::Calendar(
             "Your work calendar is not authorized, so candidates cannot see your availability. Authorize it in Settings › Email & calendar first.".into(),
@@ -443,15 +460,21 @@ pub fn link_url(state: &AppState, link: &SchedulingLink) -> Option<String> {
 // ---- busy time ------------------------------------------------------------------
 
 /// The recruiter's calendar client, token and address.
-async fn calendar(state: &AppState, user: &User) -> Result<(CalendarClient, Secret, String), ProviderTrouble> {
+async fn calendar(
+    state: &AppState,
+    user: &User,
+) -> Result<(CalendarClient, Secret, String), ProviderTrouble> {
     let grant = state
         .store
         .grant(user.id, CapabilityKind::Calendar)
         .await
         .map_err(|e| ProviderTrouble::Internal(e.to_string()))?
-        .ok_or_else(|| ProviderTrouble::Unusable(Notice::NotConnected(CapabilityKind::Calendar).message(None)))?;
-    let provider = integrations::provider_of(grant.provider)
-        .ok_or_else(|| ProviderTrouble::Unusable("The calendar's provider is not configured.".into()))?;
+        .ok_or_else(|| {
+            ProviderTrouble::Unusable(Notice::NotConnected(CapabilityKind::Calendar).message(None))
+        })?;
+    let provider = integrations::provider_of(grant.provider).ok_or_else(|| {
+        ProviderTrouble::Unusable("The calendar's provider is not configured.".into())
+    })?;
     let token = integrations::access_token(state, user.id, CapabilityKind::Calendar)
         .await
         .map_err(|n| match n.code() {
@@ -488,7 +511,9 @@ impl ProviderTrouble {
             }
             ProviderError::NeedsReauthorization { .. }
             | ProviderError::TokenRejected
-            | ProviderError::CalendarUnavailable { .. } => ProviderTrouble::Unusable(e.user_message()),
+            | ProviderError::CalendarUnavailable { .. } => {
+                ProviderTrouble::Unusable(e.user_message())
+            }
             other => ProviderTrouble::Internal(other.to_string()),
         }
     }
@@ -496,8 +521,12 @@ impl ProviderTrouble {
     /// A sentence for the candidate (who cannot fix the recruiter's calendar).
     pub fn candidate_message(&self) -> &'static str {
         match self {
-            ProviderTrouble::Transient(_) => "The recruiter's calendar did not answer just now. Please try again in a minute.",
-            ProviderTrouble::Unusable(_) | ProviderTrouble::Internal(_) => "The recruiter's calendar cannot be reached right now, so times cannot be shown or booked. The recruiter has been told; please try again later or contact them.",
+            ProviderTrouble::Transient(_) => {
+                "The recruiter's calendar did not answer just now. Please try again in a minute."
+            }
+            ProviderTrouble::Unusable(_) | ProviderTrouble::Internal(_) => {
+                "The recruiter's calendar cannot be reached right now, so times cannot be shown or booked. The recruiter has been told; please try again later or contact them."
+            }
         }
     }
 }
@@ -522,13 +551,19 @@ pub struct BusyCache {
 
 impl BusyCache {
     fn slot(&self, user: UserId) -> Arc<tokio::sync::Mutex<Option<BusyEntry>>> {
-        let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(user).or_default().clone()
     }
 
     /// Forgets `user`'s entry (after their bookings changed here).
     pub fn invalidate(&self, user: UserId) {
-        let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.remove(&user);
     }
 }
@@ -553,7 +588,9 @@ async fn blocking(
             !fresh
                 && e.from <= from
                 && to <= e.to
-                && now.duration_since(e.fetched_at) < SignedDuration::try_from(state.config.scheduler.busy_ttl).unwrap_or(SignedDuration::ZERO)
+                && now.duration_since(e.fetched_at)
+                    < SignedDuration::try_from(state.config.scheduler.busy_ttl)
+                        .unwrap_or(SignedDuration::ZERO)
                 && e.fetched_at <= now
         });
         match usable {
@@ -564,8 +601,14 @@ async fn blocking(
                 let (f, t) = if fresh {
                     (from, to)
                 } else {
-                    let horizon = now + SignedDuration::from_hours(24 * (i64::from(ctx.settings.horizon_days) + 2));
-                    (from.min(now - SignedDuration::from_hours(24)), to.max(horizon))
+                    let horizon = now
+                        + SignedDuration::from_hours(
+                            24 * (i64::from(ctx.settings.horizon_days) + 2),
+                        );
+                    (
+                        from.min(now - SignedDuration::from_hours(24)),
+                        to.max(horizon),
+                    )
                 };
                 let (client, token, address) = calendar(state, user).await?;
                 let busy = client
@@ -630,10 +673,16 @@ fn subtract(list: &[Interval], start: Timestamp, end: Timestamp) -> Vec<Interval
             continue;
         }
         if i.start < start {
-            out.push(Interval { start: i.start, end: start });
+            out.push(Interval {
+                start: i.start,
+                end: start,
+            });
         }
         if end < i.end {
-            out.push(Interval { start: end, end: i.end });
+            out.push(Interval {
+                start: end,
+                end: i.end,
+            });
         }
     }
     out
@@ -682,7 +731,10 @@ fn compute(
         organizer_time_zone: &ctx.recruiter.time_zone,
         invitee_time_zone: tz,
         now,
-        window: Interval { start: from, end: to },
+        window: Interval {
+            start: from,
+            end: to,
+        },
         busy,
         bookings,
     })
@@ -708,11 +760,20 @@ async fn still_free(
 }
 
 /// Fresh slots to offer after a refusal: the week from the refused start's day.
-async fn fresh_slots(state: &AppState, ctx: &LinkContext, tz: &str, around: Timestamp, except: Option<&Booking>) -> Vec<Timestamp> {
+async fn fresh_slots(
+    state: &AppState,
+    ctx: &LinkContext,
+    tz: &str,
+    around: Timestamp,
+    except: Option<&Booking>,
+) -> Vec<Timestamp> {
     state.scheduler.invalidate(ctx.recruiter.id);
     let zone = TimeZone::get(tz).unwrap_or(TimeZone::UTC);
     let day = around.to_zoned_datetime(zone.clone()).date();
-    let from = day.to_zoned_datetime(zone).map(|z| z.timestamp()).unwrap_or(around);
+    let from = day
+        .to_zoned_datetime(zone)
+        .map(|z| z.timestamp())
+        .unwrap_or(around);
     let q = SlotQuery {
         time_zone: tz.to_owned(),
         from,
@@ -747,7 +808,10 @@ pub enum BookError {
     Link(LinkProblem),
     Invalid(Vec<FieldError>),
     /// Someone else took it, or the calendar changed: here are fresh slots.
-    SlotTaken { slots: Vec<Timestamp>, day_full: bool },
+    SlotTaken {
+        slots: Vec<Timestamp>,
+        day_full: bool,
+    },
     Provider(ProviderTrouble),
     Store(StoreError),
 }
@@ -783,7 +847,11 @@ struct Valid {
     time_zone: String,
 }
 
-fn validate(ctx: &LinkContext, input: &BookingInput, need_contact: bool) -> Result<Valid, BookError> {
+fn validate(
+    ctx: &LinkContext,
+    input: &BookingInput,
+    need_contact: bool,
+) -> Result<Valid, BookError> {
     let mut errors = Vec::new();
     let mut err = |field, message: &str| {
         errors.push(FieldError {
@@ -813,7 +881,10 @@ fn validate(ctx: &LinkContext, input: &BookingInput, need_contact: bool) -> Resu
         if email.is_empty() {
             match &ctx.candidate_email {
                 Some(e) => email_out = e.clone(),
-                None => err("email", "Enter your email address, so the invitation can reach you."),
+                None => err(
+                    "email",
+                    "Enter your email address, so the invitation can reach you.",
+                ),
             }
         } else {
             match EmailAddress::parse(email) {
@@ -829,7 +900,10 @@ fn validate(ctx: &LinkContext, input: &BookingInput, need_contact: bool) -> Resu
         if ctx.link.meeting_kind == MeetingKind::PhoneScreen && phone.is_empty() {
             err("phone", "Enter the phone number the recruiter should call.");
         } else if !phone.is_empty() && !phone_ok {
-            err("phone", "Enter a phone number with digits, and optionally + ( ) - or spaces.");
+            err(
+                "phone",
+                "Enter a phone number with digits, and optionally + ( ) - or spaces.",
+            );
         }
         if note.chars().count() > 2000 {
             err("note", "The note can be at most 2,000 characters.");
@@ -865,7 +939,12 @@ impl LinkContext {
         let zone = TimeZone::get(&self.recruiter.time_zone).ok()?;
         let day = start.to_zoned_datetime(zone.clone()).date();
         let day_start = day.to_zoned_datetime(zone.clone()).ok()?.timestamp();
-        let day_end = day.checked_add(1.day()).ok()?.to_zoned_datetime(zone).ok()?.timestamp();
+        let day_end = day
+            .checked_add(1.day())
+            .ok()?
+            .to_zoned_datetime(zone)
+            .ok()?
+            .timestamp();
         Some(DailyCap {
             max,
             day_start,
@@ -875,7 +954,11 @@ impl LinkContext {
 }
 
 /// Books `input.start` through a link.
-pub async fn book(state: &AppState, token: &str, input: &BookingInput) -> Result<(LinkContext, Booking), BookError> {
+pub async fn book(
+    state: &AppState,
+    token: &str,
+    input: &BookingInput,
+) -> Result<(LinkContext, Booking), BookError> {
     let ctx = open_link(state, token).await.map_err(open_to_book)?;
     ctx.bookable().map_err(BookError::Link)?;
     let v = validate(&ctx, input, true)?;
@@ -905,7 +988,9 @@ pub async fn book(state: &AppState, token: &str, input: &BookingInput) -> Result
         .await;
     let booking = match written {
         Ok(b) => b,
-        Err(StoreError::Conflict { what }) => return Err(conflict(state, &ctx, what, &v, None).await),
+        Err(StoreError::Conflict { what }) => {
+            return Err(conflict(state, &ctx, what, &v, None).await);
+        }
         Err(e) => return Err(e.into()),
     };
     state.scheduler.invalidate(ctx.recruiter.id);
@@ -915,9 +1000,16 @@ pub async fn book(state: &AppState, token: &str, input: &BookingInput) -> Result
 }
 
 /// Moves the link's booking to `input.start` (same provider event).
-pub async fn reschedule(state: &AppState, token: &str, input: &BookingInput) -> Result<(LinkContext, Booking), BookError> {
+pub async fn reschedule(
+    state: &AppState,
+    token: &str,
+    input: &BookingInput,
+) -> Result<(LinkContext, Booking), BookError> {
     let ctx = open_link(state, token).await.map_err(open_to_book)?;
-    let current = ctx.manageable(state.now()).map_err(BookError::Link)?.clone();
+    let current = ctx
+        .manageable(state.now())
+        .map_err(BookError::Link)?
+        .clone();
     let v = validate(&ctx, input, false)?;
     if v.start == current.slot.starts_at {
         return Ok((ctx, current));
@@ -931,11 +1023,19 @@ pub async fn reschedule(state: &AppState, token: &str, input: &BookingInput) -> 
     let now = state.now();
     let moved = state
         .store
-        .reschedule(ctx.link.org_id, current.id, &ctx.slot_at(v.start), ctx.daily_cap(v.start), now)
+        .reschedule(
+            ctx.link.org_id,
+            current.id,
+            &ctx.slot_at(v.start),
+            ctx.daily_cap(v.start),
+            now,
+        )
         .await;
     let booking = match moved {
         Ok(b) => b,
-        Err(StoreError::Conflict { what }) => return Err(conflict(state, &ctx, what, &v, Some(&current)).await),
+        Err(StoreError::Conflict { what }) => {
+            return Err(conflict(state, &ctx, what, &v, Some(&current)).await);
+        }
         Err(e) => return Err(e.into()),
     };
     state.scheduler.invalidate(ctx.recruiter.id);
@@ -947,7 +1047,10 @@ pub async fn reschedule(state: &AppState, token: &str, input: &BookingInput) -> 
 /// Cancels the link's booking and deletes its event.
 pub async fn cancel(state: &AppState, token: &str) -> Result<(LinkContext, Booking), BookError> {
     let ctx = open_link(state, token).await.map_err(open_to_book)?;
-    let current = ctx.manageable(state.now()).map_err(BookError::Link)?.clone();
+    let current = ctx
+        .manageable(state.now())
+        .map_err(BookError::Link)?
+        .clone();
     let booking = state
         .store
         .cancel_booking(ctx.link.org_id, current.id, state.now())
@@ -963,15 +1066,25 @@ fn open_to_book(e: OpenError) -> BookError {
         OpenError::Link(p) => BookError::Link(p),
         OpenError::NotOffered => BookError::Invalid(vec![FieldError {
             field: "start",
-            message: "The recruiter no longer offers this kind of meeting. Ask them for a new link.".into(),
+            message:
+                "The recruiter no longer offers this kind of meeting. Ask them for a new link."
+                    .into(),
         }]),
         OpenError::Settings(s) => BookError::Store(StoreError::Corrupt(s)),
         OpenError::Store(s) => BookError::Store(s),
     }
 }
 
-async fn conflict(state: &AppState, ctx: &LinkContext, what: &'static str, v: &Valid, except: Option<&Booking>) -> BookError {
-    use hirewire_store::{BOOKING_CANCELLED, DAY_FULL, LINK_EXPIRED, LINK_REVOKED, LINK_USED, SLOT_TAKEN};
+async fn conflict(
+    state: &AppState,
+    ctx: &LinkContext,
+    what: &'static str,
+    v: &Valid,
+    except: Option<&Booking>,
+) -> BookError {
+    use hirewire_store::{
+        BOOKING_CANCELLED, DAY_FULL, LINK_EXPIRED, LINK_REVOKED, LINK_USED, SLOT_TAKEN,
+    };
     match what {
         SLOT_TAKEN | DAY_FULL => BookError::SlotTaken {
             slots: fresh_slots(state, ctx, &v.time_zone, v.start, except).await,
@@ -1023,12 +1136,21 @@ impl EventChange {
 /// Brings the provider event in line with `booking` now; when the provider
 /// cannot be reached, leaves it to an [`EVENT_JOB`] and returns the booking
 /// as it is.
-async fn sync_event(state: &AppState, ctx: &LinkContext, booking: Booking, change: EventChange) -> Booking {
+async fn sync_event(
+    state: &AppState,
+    ctx: &LinkContext,
+    booking: Booking,
+    change: EventChange,
+) -> Booking {
     match apply_event(state, ctx, &booking, change).await {
         Ok(Some(b)) => b,
         Ok(None) => booking,
         Err(trouble) => {
-            tracing::warn!(booking = booking.id.get(), ?trouble, "calendar event left to a retry job");
+            tracing::warn!(
+                booking = booking.id.get(),
+                ?trouble,
+                "calendar event left to a retry job"
+            );
             let job = NewJob {
                 kind: EVENT_JOB,
                 payload: &json!({"booking_id": booking.id.get(), "org_id": booking.org_id.get(), "change": change.as_str()}),
@@ -1055,15 +1177,19 @@ async fn apply_event(
     let fail = |e: ProviderError| ProviderTrouble::of(&e);
     match (booking.status, booking.provider_event_id.as_deref(), change) {
         (BookingStatus::Cancelled, None, _) => Ok(None),
-        (BookingStatus::Cancelled, Some(id), _) => {
-            match client.cancel_event(&token, id).await {
-                Ok(()) | Err(ProviderError::EventGone { .. }) => Ok(None),
-                Err(e) => Err(fail(e)),
-            }
-        }
+        (BookingStatus::Cancelled, Some(id), _) => match client.cancel_event(&token, id).await {
+            Ok(()) | Err(ProviderError::EventGone { .. }) => Ok(None),
+            Err(e) => Err(fail(e)),
+        },
         (BookingStatus::Confirmed, Some(id), EventChange::Move) => {
             match client
-                .update_event_time(&token, id, booking.slot.starts_at, booking.slot.ends_at, &ctx.recruiter.time_zone)
+                .update_event_time(
+                    &token,
+                    id,
+                    booking.slot.starts_at,
+                    booking.slot.ends_at,
+                    &ctx.recruiter.time_zone,
+                )
                 .await
             {
                 Ok(()) => Ok(None),
@@ -1088,7 +1214,11 @@ async fn apply_event(
                 .map_err(internal)?;
             // The event is made at the booking's current time, so a move
             // stored before it was created needs nothing more.
-            let b = state.store.booking(booking.org_id, booking.id).await.map_err(internal)?;
+            let b = state
+                .store
+                .booking(booking.org_id, booking.id)
+                .await
+                .map_err(internal)?;
             Ok(b)
         }
     }
@@ -1120,7 +1250,10 @@ fn new_event(ctx: &LinkContext, booking: &Booking, _provider: Provider) -> NewEv
     }
     NewEvent {
         idempotency_key: booking.idempotency_key.clone(),
-        subject: format!("{kind}: {} and {}", booking.attendee.name, ctx.recruiter.display_name),
+        subject: format!(
+            "{kind}: {} and {}",
+            booking.attendee.name, ctx.recruiter.display_name
+        ),
         body_text: body,
         start: booking.slot.starts_at,
         end: booking.slot.ends_at,
@@ -1136,7 +1269,11 @@ fn new_event(ctx: &LinkContext, booking: &Booking, _provider: Provider) -> NewEv
 /// Claims one due event job and runs it; `None` when nothing is due.
 pub async fn run_event_job(state: &AppState, owner: &str) -> Option<Result<(), String>> {
     let cfg = state.config.scheduler;
-    let job = match state.store.claim(owner, &[EVENT_JOB], state.now(), cfg.lease).await {
+    let job = match state
+        .store
+        .claim(owner, &[EVENT_JOB], state.now(), cfg.lease)
+        .await
+    {
         Ok(Some(j)) => j,
         Ok(None) => return None,
         Err(e) => {
@@ -1147,9 +1284,15 @@ pub async fn run_event_job(state: &AppState, owner: &str) -> Option<Result<(), S
     let outcome = run_event(state, &job.payload).await;
     let now = state.now();
     let done = match &outcome {
-        Ok(()) => state.store.complete(job.id, job.fencing_token, now).await.map(|_| ()),
+        Ok(()) => state
+            .store
+            .complete(job.id, job.fencing_token, now)
+            .await
+            .map(|_| ()),
         Err(error) => {
-            let retry_at = now + SignedDuration::try_from(cfg.backoff.delay(job.attempt, rand::random::<f64>())).unwrap_or(SignedDuration::from_secs(60));
+            let retry_at = now
+                + SignedDuration::try_from(cfg.backoff.delay(job.attempt, rand::random::<f64>()))
+                    .unwrap_or(SignedDuration::from_secs(60));
             state
                 .store
                 .fail(job.id, job.fencing_token, now, error, Some(retry_at))
@@ -1164,7 +1307,9 @@ pub async fn run_event_job(state: &AppState, owner: &str) -> Option<Result<(), S
 }
 
 async fn run_event(state: &AppState, payload: &serde_json::Value) -> Result<(), String> {
-    let id = payload["booking_id"].as_i64().ok_or("the job has no booking_id")?;
+    let id = payload["booking_id"]
+        .as_i64()
+        .ok_or("the job has no booking_id")?;
     let org = payload["org_id"].as_i64().ok_or("the job has no org_id")?;
     let change = match payload["change"].as_str() {
         Some("move") => EventChange::Move,
@@ -1189,12 +1334,19 @@ async fn run_event(state: &AppState, payload: &serde_json::Value) -> Result<(), 
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the recruiter is gone")?;
-    let settings = settings_of(state, &recruiter).await.map_err(|e| e.to_string())?;
+    let settings = settings_of(state, &recruiter)
+        .await
+        .map_err(|e| e.to_string())?;
     let meeting = link
         .meeting
         .clone()
         .or_else(|| settings.meeting_type(booking.meeting_kind).cloned())
-        .unwrap_or_else(|| default_settings().meeting_type(booking.meeting_kind).cloned().expect("both kinds have defaults"));
+        .unwrap_or_else(|| {
+            default_settings()
+                .meeting_type(booking.meeting_kind)
+                .cloned()
+                .expect("both kinds have defaults")
+        });
     let rules = rules_for(&settings, &meeting)?;
     let ctx = LinkContext {
         link,
@@ -1250,7 +1402,11 @@ pub fn ics(ctx: &LinkContext, booking: &Booking, manage_url: &str, now: Timestam
 
 /// The meeting's title as the candidate sees it.
 pub fn summary(ctx: &LinkContext, booking: &Booking) -> String {
-    format!("{} with {}", kind_label(booking.meeting_kind), ctx.recruiter.display_name)
+    format!(
+        "{} with {}",
+        kind_label(booking.meeting_kind),
+        ctx.recruiter.display_name
+    )
 }
 
 /// Where, in words (`None` for a video call: the invitation has the link).
@@ -1271,16 +1427,20 @@ pub fn calendar_links(ctx: &LinkContext, booking: &Booking, manage_url: &str) ->
     let details = format!("Manage or reschedule: {manage_url}");
     let location = location_text(ctx, booking).unwrap_or_default();
     let g = |t: Timestamp| t.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mut google = url::Url::parse("https://calendar.google.com/calendar/render").expect("static url");
+    let mut google =
+        url::Url::parse("https://calendar.google.com/calendar/render").expect("static url");
     google
         .query_pairs_mut()
         .append_pair("action", "TEMPLATE")
         .append_pair("text", &title)
-        .append_pair("dates", &format!("{}/{}", g(booking.slot.starts_at), g(booking.slot.ends_at)))
+        .append_pair(
+            "dates",
+            &format!("{}/{}", g(booking.slot.starts_at), g(booking.slot.ends_at)),
+        )
         .append_pair("details", &details)
         .append_pair("location", &location);
-    let mut outlook =
-        url::Url::parse("https://outlook.office.com/calendar/0/deeplink/compose").expect("static url");
+    let mut outlook = url::Url::parse("https://outlook.office.com/calendar/0/deeplink/compose")
+        .expect("static url");
     outlook
         .query_pairs_mut()
         .append_pair("path", "/calendar/action/compose")
@@ -1320,7 +1480,10 @@ mod tests {
     fn subtracting_an_event_cuts_it_out_of_busy_blocks_and_keeps_the_rest() {
         let busy = [iv(0, 10), iv(20, 60), iv(70, 80)];
         let t = |s| Timestamp::from_second(s).unwrap();
-        assert_eq!(subtract(&busy, t(30), t(40)), vec![iv(0, 10), iv(20, 30), iv(40, 60), iv(70, 80)]);
+        assert_eq!(
+            subtract(&busy, t(30), t(40)),
+            vec![iv(0, 10), iv(20, 30), iv(40, 60), iv(70, 80)]
+        );
         assert_eq!(subtract(&busy, t(20), t(60)), vec![iv(0, 10), iv(70, 80)]);
         assert_eq!(subtract(&busy, t(100), t(110)), busy.to_vec());
     }

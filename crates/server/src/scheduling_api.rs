@@ -13,7 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hirewire_domain::ids::{CandidateId, SchedulingLinkId};
-use hirewire_store::{Booking, BookingStatus, LinkFilter, MeetingKind, MeetingLocation, Role, SchedulingLink, SchedulingSettings, StoreError};
+use hirewire_store::{
+    Booking, BookingStatus, LinkFilter, MeetingKind, MeetingLocation, Role, SchedulingLink,
+    SchedulingSettings, StoreError,
+};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -23,8 +26,8 @@ use crate::app::AppState;
 use crate::auth::ApiCaller;
 use crate::error::{ApiError, ErrorBody};
 use crate::scheduling::{
-    self as sched, BookError, BookingInput, CreateLinkError, LinkContext, LinkProblem, OpenError, ProviderTrouble,
-    SlotQuery,
+    self as sched, BookError, BookingInput, CreateLinkError, LinkContext, LinkProblem, OpenError,
+    ProviderTrouble, SlotQuery,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -33,16 +36,47 @@ pub fn routes() -> Router<AppState> {
         .route("/booking/{token}/slots", get(get_slots))
         .route("/booking/{token}/reschedule", post(post_reschedule))
         .route("/booking/{token}/cancel", post(post_cancel))
-        .route("/me/scheduling-settings", get(get_settings).put(put_settings))
+        .route(
+            "/me/scheduling-settings",
+            get(get_settings).put(put_settings),
+        )
         .route("/scheduling-links", get(my_links))
         .route("/scheduling-links/{id}/revoke", post(revoke_link))
-        .route("/candidates/{id}/scheduling-links", get(candidate_links).post(create_link))
+        .route(
+            "/candidates/{id}/scheduling-links",
+            get(candidate_links).post(create_link),
+        )
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(get_link, get_slots, post_booking, post_reschedule, post_cancel, get_settings, put_settings, my_links, candidate_links, create_link, revoke_link),
-    components(schemas(SlotList, SlotResource, BookingResource, AttendeeResource, LinkResource, PublicLink, BookingBody, RescheduleBody, NewLinkBody, BookingErrorBody, BookingErrorDetail, FieldProblem))
+    paths(
+        get_link,
+        get_slots,
+        post_booking,
+        post_reschedule,
+        post_cancel,
+        get_settings,
+        put_settings,
+        my_links,
+        candidate_links,
+        create_link,
+        revoke_link
+    ),
+    components(schemas(
+        SlotList,
+        SlotResource,
+        BookingResource,
+        AttendeeResource,
+        LinkResource,
+        PublicLink,
+        BookingBody,
+        RescheduleBody,
+        NewLinkBody,
+        BookingErrorBody,
+        BookingErrorDetail,
+        FieldProblem
+    ))
 )]
 pub struct SchedulingDoc;
 
@@ -105,12 +139,13 @@ impl From<&Booking> for BookingResource {
                 time_zone: b.attendee.time_zone.clone(),
             },
             ical_uid: b.ical_uid.clone(),
-            calendar_event: if b.provider_event_id.is_some() || b.status == BookingStatus::Cancelled {
-                "created"
-            } else {
-                "pending"
-            }
-            .to_owned(),
+            calendar_event:
+                if b.provider_event_id.is_some() || b.status == BookingStatus::Cancelled {
+                    "created"
+                } else {
+                    "pending"
+                }
+                .to_owned(),
             created_at: b.created_at.to_string(),
             updated_at: b.updated_at.to_string(),
         }
@@ -217,7 +252,11 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 fn link_error(p: LinkProblem) -> Response {
-    error(p.status(), p.code(), format!("{}. {}", p.title(), p.message()))
+    error(
+        p.status(),
+        p.code(),
+        format!("{}. {}", p.title(), p.message()),
+    )
 }
 
 fn open_error(e: OpenError) -> Response {
@@ -237,7 +276,11 @@ fn trouble(t: &ProviderTrouble) -> Response {
     if let ProviderTrouble::Internal(cause) = t {
         tracing::error!(%cause, "scheduler provider failure");
     }
-    error(StatusCode::SERVICE_UNAVAILABLE, "calendar_unavailable", t.candidate_message())
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "calendar_unavailable",
+        t.candidate_message(),
+    )
 }
 
 fn slot_resources(ctx: &LinkContext, starts: &[Timestamp]) -> Vec<SlotResource> {
@@ -259,7 +302,11 @@ fn book_error(e: BookError, ctx_for_slots: Option<&LinkContext>) -> Response {
             Json(BookingErrorBody {
                 error: BookingErrorDetail {
                     code: "invalid".into(),
-                    message: fields.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join(" "),
+                    message: fields
+                        .iter()
+                        .map(|f| f.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     fields: fields
                         .into_iter()
                         .map(|f| FieldProblem {
@@ -274,7 +321,10 @@ fn book_error(e: BookError, ctx_for_slots: Option<&LinkContext>) -> Response {
             .into_response(),
         BookError::SlotTaken { slots, day_full } => {
             let (code, message) = if day_full {
-                ("day_full", "The recruiter's day is fully booked. Pick another day.")
+                (
+                    "day_full",
+                    "The recruiter's day is fully booked. Pick another day.",
+                )
             } else {
                 ("slot_taken", "That time was just taken. Pick another time.")
             };
@@ -285,7 +335,11 @@ fn book_error(e: BookError, ctx_for_slots: Option<&LinkContext>) -> Response {
                         code: code.into(),
                         message: message.into(),
                         fields: Vec::new(),
-                        slots: Some(ctx_for_slots.map(|c| slot_resources(c, &slots)).unwrap_or_default()),
+                        slots: Some(
+                            ctx_for_slots
+                                .map(|c| slot_resources(c, &slots))
+                                .unwrap_or_default(),
+                        ),
                     },
                 }),
             )
@@ -343,45 +397,66 @@ pub fn parse_bound(raw: &str, zone: &TimeZone) -> Option<Timestamp> {
         return Some(t);
     }
     let date: jiff::civil::Date = raw.parse().ok()?;
-    date.to_zoned_datetime(zone.clone()).ok().map(|z| z.timestamp())
+    date.to_zoned_datetime(zone.clone())
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// Resolves `tz`/`from`/`to` of a slot request (shared with the booking page).
-pub fn slot_query(ctx: &LinkContext, now: Timestamp, p: &SlotParams) -> Result<SlotQuery, (&'static str, String)> {
-    let tz = p
-        .tz
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&ctx.recruiter.time_zone)
-        .to_owned();
+pub fn slot_query(
+    ctx: &LinkContext,
+    now: Timestamp,
+    p: &SlotParams,
+) -> Result<SlotQuery, (&'static str, String)> {
+    let tz =
+        p.tz.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&ctx.recruiter.time_zone)
+            .to_owned();
     if !sched::valid_zone(&tz) {
-        return Err(("invalid_time_zone", format!("{tz:?} is not an IANA time zone such as Europe/Paris")));
+        return Err((
+            "invalid_time_zone",
+            format!("{tz:?} is not an IANA time zone such as Europe/Paris"),
+        ));
     }
     let zone = TimeZone::get(&tz).map_err(|e| ("invalid_time_zone", e.to_string()))?;
-    let bound = |raw: &Option<String>, name: &str| -> Result<Option<Timestamp>, (&'static str, String)> {
-        match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(r) => parse_bound(r, &zone)
-                .map(Some)
-                .ok_or(("invalid_window", format!("`{name}` must be an RFC 3339 instant or a date YYYY-MM-DD"))),
-        }
-    };
+    let bound =
+        |raw: &Option<String>, name: &str| -> Result<Option<Timestamp>, (&'static str, String)> {
+            match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(r) => parse_bound(r, &zone).map(Some).ok_or((
+                    "invalid_window",
+                    format!("`{name}` must be an RFC 3339 instant or a date YYYY-MM-DD"),
+                )),
+            }
+        };
     let from = bound(&p.from, "from")?.unwrap_or(now);
     let to = bound(&p.to, "to")?.unwrap_or(from + SignedDuration::from_hours(24 * 7));
     if to <= from {
         return Err(("invalid_window", "`to` must be after `from`".into()));
     }
     if to.duration_since(from) > SignedDuration::from_hours(24 * sched::MAX_QUERY_DAYS) {
-        return Err(("window_too_long", format!("ask for at most {} days at a time", sched::MAX_QUERY_DAYS)));
+        return Err((
+            "window_too_long",
+            format!("ask for at most {} days at a time", sched::MAX_QUERY_DAYS),
+        ));
     }
-    Ok(SlotQuery { time_zone: tz, from, to })
+    Ok(SlotQuery {
+        time_zone: tz,
+        from,
+        to,
+    })
 }
 
 #[utoipa::path(get, path = "/booking/{token}/slots", tag = "booking", params(("token" = String, Path), SlotParams),
     responses((status = 200, body = SlotList), (status = 400, body = BookingErrorBody), (status = 404, body = BookingErrorBody),
         (status = 410, body = BookingErrorBody), (status = 503, body = BookingErrorBody)))]
-async fn get_slots(State(state): State<AppState>, Path(token): Path<String>, Query(p): Query<SlotParams>) -> Response {
+async fn get_slots(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(p): Query<SlotParams>,
+) -> Response {
     let ctx = match sched::open_link(&state, &token).await {
         Ok(c) => c,
         Err(e) => return open_error(e),
@@ -431,15 +506,6 @@ pub struct RescheduleBody {
     pub time_zone: String,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", format!("the JSON body does not fit: {e}"))
-        }
-        _ => error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}")),
-    })
-}
-
 /// The link's context, for the slots of a refusal (best effort).
 async fn context_for(state: &AppState, token: &str) -> Option<LinkContext> {
     sched::open_link(state, token).await.ok()
@@ -448,10 +514,14 @@ async fn context_for(state: &AppState, token: &str) -> Option<LinkContext> {
 #[utoipa::path(post, path = "/booking/{token}", tag = "booking", params(("token" = String, Path)), request_body = BookingBody,
     responses((status = 201, body = BookingResource), (status = 409, body = BookingErrorBody), (status = 410, body = BookingErrorBody),
         (status = 422, body = BookingErrorBody), (status = 503, body = BookingErrorBody)))]
-async fn post_booking(State(state): State<AppState>, Path(token): Path<String>, body: Bytes) -> Response {
-    let b: BookingBody = match parse_body(&body) {
+async fn post_booking(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let b: BookingBody = match crate::api::parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let input = BookingInput {
         start: b.start,
@@ -462,7 +532,9 @@ async fn post_booking(State(state): State<AppState>, Path(token): Path<String>, 
         time_zone: b.time_zone,
     };
     match sched::book(&state, &token, &input).await {
-        Ok((_, booking)) => (StatusCode::CREATED, Json(BookingResource::from(&booking))).into_response(),
+        Ok((_, booking)) => {
+            (StatusCode::CREATED, Json(BookingResource::from(&booking))).into_response()
+        }
         Err(e) => {
             let ctx = context_for(&state, &token).await;
             book_error(e, ctx.as_ref())
@@ -473,10 +545,14 @@ async fn post_booking(State(state): State<AppState>, Path(token): Path<String>, 
 #[utoipa::path(post, path = "/booking/{token}/reschedule", tag = "booking", params(("token" = String, Path)), request_body = RescheduleBody,
     responses((status = 200, body = BookingResource), (status = 409, body = BookingErrorBody), (status = 410, body = BookingErrorBody),
         (status = 422, body = BookingErrorBody)))]
-async fn post_reschedule(State(state): State<AppState>, Path(token): Path<String>, body: Bytes) -> Response {
-    let b: RescheduleBody = match parse_body(&body) {
+async fn post_reschedule(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let b: RescheduleBody = match crate::api::parse_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let input = BookingInput {
         start: b.start,
@@ -505,17 +581,21 @@ async fn post_cancel(State(state): State<AppState>, Path(token): Path<String>) -
 
 #[utoipa::path(get, path = "/me/scheduling-settings", tag = "scheduling",
     responses((status = 200, description = "The settings (the defaults until saved)", body = Object)))]
-async fn get_settings(State(state): State<AppState>, ApiCaller(user): ApiCaller) -> Result<Json<SchedulingSettings>, ApiError> {
+async fn get_settings(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+) -> Result<Json<SchedulingSettings>, ApiError> {
     Ok(Json(sched::settings_of(&state, &user).await?))
 }
 
 #[utoipa::path(put, path = "/me/scheduling-settings", tag = "scheduling", request_body = Object,
     responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
-async fn put_settings(State(state): State<AppState>, ApiCaller(user): ApiCaller, body: Bytes) -> Result<Json<SchedulingSettings>, ApiError> {
-    let settings: SchedulingSettings = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable("invalid_field", format!("the JSON body does not fit: {e}")),
-        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-    })?;
+async fn put_settings(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    body: Bytes,
+) -> Result<Json<SchedulingSettings>, ApiError> {
+    let settings: SchedulingSettings = crate::api::parse_json(&body)?;
     state
         .store
         .save_scheduling_settings(user.org_id, user.id, &settings, state.now())
@@ -528,8 +608,14 @@ async fn put_settings(State(state): State<AppState>, ApiCaller(user): ApiCaller,
 
 #[utoipa::path(get, path = "/scheduling-links", tag = "scheduling",
     responses((status = 200, description = "The caller's links, newest first", body = [LinkResource])))]
-async fn my_links(State(state): State<AppState>, ApiCaller(user): ApiCaller) -> Result<Json<Vec<LinkResource>>, ApiError> {
-    let links = state.store.list_links(user.org_id, LinkFilter::User(user.id), state.now()).await?;
+async fn my_links(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+) -> Result<Json<Vec<LinkResource>>, ApiError> {
+    let links = state
+        .store
+        .list_links(user.org_id, LinkFilter::User(user.id), state.now())
+        .await?;
     let mut out = Vec::with_capacity(links.len());
     for l in &links {
         out.push(link_resource(&state, l).await?);
@@ -543,10 +629,21 @@ fn candidate_id(raw: &str) -> Result<CandidateId, ApiError> {
 
 #[utoipa::path(get, path = "/candidates/{id}/scheduling-links", tag = "scheduling", params(("id" = i64, Path)),
     responses((status = 200, body = [LinkResource]), (status = 404, body = ErrorBody)))]
-async fn candidate_links(State(state): State<AppState>, ApiCaller(user): ApiCaller, Path(id): Path<String>) -> Result<Json<Vec<LinkResource>>, ApiError> {
+async fn candidate_links(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<LinkResource>>, ApiError> {
     let id = candidate_id(&id)?;
-    state.store.candidate(user.org_id, id).await?.ok_or_else(|| ApiError::not_found("candidate"))?;
-    let links = state.store.list_links(user.org_id, LinkFilter::Candidate(id), state.now()).await?;
+    state
+        .store
+        .candidate(user.org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("candidate"))?;
+    let links = state
+        .store
+        .list_links(user.org_id, LinkFilter::Candidate(id), state.now())
+        .await?;
     let mut out = Vec::with_capacity(links.len());
     for l in &links {
         out.push(link_resource(&state, l).await?);
@@ -569,16 +666,39 @@ pub struct NewLinkBody {
 #[utoipa::path(post, path = "/candidates/{id}/scheduling-links", tag = "scheduling", params(("id" = i64, Path)), request_body = NewLinkBody,
     responses((status = 201, body = LinkResource), (status = 404, body = ErrorBody), (status = 409, description = "`calendar_not_ready`: authorize the calendar first", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn create_link(State(state): State<AppState>, ApiCaller(user): ApiCaller, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<LinkResource>), ApiError> {
+async fn create_link(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<LinkResource>), ApiError> {
     let id = candidate_id(&id)?;
-    let b: NewLinkBody = serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_field", format!("the JSON body does not fit: {e}")))?;
-    let kind: MeetingKind = b
-        .meeting_kind
-        .parse()
-        .map_err(|_| ApiError::unprocessable("invalid_field", "meeting_kind must be phone_screen or interview"))?;
-    state.store.candidate(user.org_id, id).await?.ok_or_else(|| ApiError::not_found("candidate"))?;
-    match sched::create_link(&state, &user, id, kind, b.duration_minutes, b.expires_in_weeks.unwrap_or(sched::DEFAULT_EXPIRY_WEEKS)).await {
-        Ok((link, _token)) => Ok((StatusCode::CREATED, Json(link_resource(&state, &link).await?))),
+    let b: NewLinkBody = crate::api::parse_json(&body)?;
+    let kind: MeetingKind = b.meeting_kind.parse().map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_field",
+            "meeting_kind must be phone_screen or interview",
+        )
+    })?;
+    state
+        .store
+        .candidate(user.org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("candidate"))?;
+    match sched::create_link(
+        &state,
+        &user,
+        id,
+        kind,
+        b.duration_minutes,
+        b.expires_in_weeks.unwrap_or(sched::DEFAULT_EXPIRY_WEEKS),
+    )
+    .await
+    {
+        Ok((link, _token)) => Ok((
+            StatusCode::CREATED,
+            Json(link_resource(&state, &link).await?),
+        )),
         Err(CreateLinkError::Calendar(msg)) => Err(ApiError::conflict("calendar_not_ready", msg)),
         Err(CreateLinkError::Invalid(msg)) => Err(ApiError::unprocessable("invalid", msg)),
         Err(CreateLinkError::Store(e)) => Err(e.into()),
@@ -587,25 +707,41 @@ async fn create_link(State(state): State<AppState>, ApiCaller(user): ApiCaller, 
 
 #[utoipa::path(post, path = "/scheduling-links/{id}/revoke", tag = "scheduling", params(("id" = i64, Path)),
     responses((status = 200, body = LinkResource), (status = 404, body = ErrorBody), (status = 409, description = "`link_used`: cancel the booking instead", body = ErrorBody)))]
-async fn revoke_link(State(state): State<AppState>, ApiCaller(user): ApiCaller, Path(id): Path<String>) -> Result<Json<LinkResource>, ApiError> {
-    let id: SchedulingLinkId = id.parse().map_err(|_| ApiError::not_found("scheduling link"))?;
+async fn revoke_link(
+    State(state): State<AppState>,
+    ApiCaller(user): ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<LinkResource>, ApiError> {
+    let id: SchedulingLinkId = id
+        .parse()
+        .map_err(|_| ApiError::not_found("scheduling link"))?;
     let link = revoke(&state, &user, id).await?;
     Ok(Json(link_resource(&state, &link).await?))
 }
 
 /// Revokes a link of the org: its recruiter or an admin may.
-pub async fn revoke(state: &AppState, user: &hirewire_store::User, id: SchedulingLinkId) -> Result<SchedulingLink, ApiError> {
+pub async fn revoke(
+    state: &AppState,
+    user: &hirewire_store::User,
+    id: SchedulingLinkId,
+) -> Result<SchedulingLink, ApiError> {
     let link = state
         .store
         .link(user.org_id, id, state.now())
         .await?
         .ok_or_else(|| ApiError::not_found("scheduling link"))?;
     if link.user_id != user.id && user.role != Role::Admin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the link's recruiter or an admin can revoke it"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the link's recruiter or an admin can revoke it",
+        ));
     }
     match state.store.revoke_link(user.org_id, id, state.now()).await {
         Ok(l) => Ok(l),
-        Err(StoreError::Conflict { what: hirewire_store::LINK_USED }) => Err(ApiError::conflict(
+        Err(StoreError::Conflict {
+            what: hirewire_store::LINK_USED,
+        }) => Err(ApiError::conflict(
             "link_used",
             "this link was used to book a meeting; the candidate can cancel it from the link",
         )),

@@ -1,0 +1,533 @@
+//! The Scheduler end to end at HTTP level, against the provider sandbox's
+//! calendars, on both storage backends: links, slots, booking, reschedule,
+//! cancel, bad links, and racing candidates.
+
+use std::collections::BTreeSet;
+
+use hirewire_domain::email::EmailAddress;
+use hirewire_domain::ids::OrgId;
+use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
+use hirewire_store::testing::TestDb;
+use hirewire_store::{AccessLevelSetting, CapabilityKind, GrantStatus, User, both_backends};
+use jiff::{SignedDuration, Timestamp};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Setup {
+    world: World,
+    org: OrgId,
+    riley: User,
+    /// Riley's API token.
+    token: String,
+    /// The sandbox account whose calendar Riley authorized.
+    calendar: &'static str,
+}
+
+/// An org on `provider`, recruiter Riley (Europe/Berlin) with the calendar
+/// authorized as the sandbox account, and scheduling settings for tests:
+/// Mon-Fri 09:00-17:00, no notice, same-day allowed.
+async fn setup(db: &TestDb, provider: &str) -> Setup {
+    let world = World::start(db).await;
+    let (calendar, domain) = if provider == "microsoft" {
+        ("adele@acme.example", "acme.example")
+    } else {
+        ("hank@globex.example", "globex.example")
+    };
+    let org = world.app.org("Talent Co", &[domain]).await;
+    let riley = world
+        .app
+        .user(org, "riley@talent.example", RECRUITER, "riley-password")
+        .await;
+    world
+        .use_provider(org, provider, None, AccessLevelSetting::SendAndView)
+        .await;
+    let client = world
+        .app
+        .signed_in("riley@talent.example", "riley-password")
+        .await;
+    let landing = world
+        .authorize(
+            &client,
+            "/settings/email-calendar/calendar/authorize",
+            &[],
+            calendar,
+            Answer::AcceptAll,
+        )
+        .await;
+    match landing {
+        Landing::Redirect(url) => {
+            let res = client.get(url).send().await.unwrap();
+            assert!(res.status().is_redirection() || res.status().is_success());
+        }
+        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
+    }
+    let grant = world
+        .app
+        .store
+        .grant(riley.id, CapabilityKind::Calendar)
+        .await
+        .unwrap()
+        .expect("calendar grant");
+    assert_eq!(grant.status, GrantStatus::Active);
+    let token = world.app.api_token(&riley).await;
+    let s = Setup {
+        world,
+        org,
+        riley,
+        token,
+        calendar,
+    };
+    let settings = json!({
+        "working_hours": [{"days": [1,2,3,4,5], "start": "09:00", "end": "17:00"}],
+        "overrides": [],
+        "meeting_types": [
+            {"kind": "phone_screen", "duration_minutes": 30, "before_buffer_minutes": 0, "after_buffer_minutes": 0, "location": "phone"},
+            {"kind": "interview", "duration_minutes": 60, "before_buffer_minutes": 0, "after_buffer_minutes": 0, "location": "video"}
+        ],
+        "minimum_notice_minutes": 0, "no_same_day": false, "horizon_days": 28, "max_per_day": null, "tentative_is_busy": true
+    });
+    let res = s
+        .api()
+        .put("/me/scheduling-settings")
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    s
+}
+
+impl Setup {
+    fn api(&self) -> hirewire_server::testing::Api {
+        self.world.app.api(&self.token)
+    }
+
+    async fn candidate(&self, name: &str, email: &str) -> i64 {
+        self.world
+            .app
+            .store
+            .create_candidate(
+                self.org,
+                name,
+                &[EmailAddress::parse(email).unwrap()],
+                self.world.app.now(),
+            )
+            .await
+            .unwrap()
+            .id
+            .get()
+    }
+
+    /// A link for `candidate`; returns (link resource, token).
+    async fn link(&self, candidate: i64, body: Value) -> (Value, String) {
+        let res = self
+            .api()
+            .post(&format!("/candidates/{candidate}/scheduling-links"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let link: Value = res.json().await.unwrap();
+        let url = link["url"]
+            .as_str()
+            .expect("the link has its URL")
+            .to_owned();
+        let token = url.rsplit('/').next().unwrap().to_owned();
+        (link, token)
+    }
+
+    fn public(&self, path: &str) -> String {
+        self.world.app.at(&format!("/api/v1{path}"))
+    }
+
+    async fn slots(&self, token: &str, query: &str) -> Vec<String> {
+        let res = reqwest::get(self.public(&format!("/booking/{token}/slots?{query}")))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        body["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["start"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(self.public(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The sandbox calendar's live (not cancelled) events.
+    async fn events(&self) -> Vec<Value> {
+        let v = self
+            .world
+            .control(
+                Method::GET,
+                &format!("/_sandbox/calendars/{}/events", self.calendar),
+                None,
+            )
+            .await;
+        v["events"].as_array().unwrap().clone()
+    }
+
+    async fn invitations(&self, to: &str) -> Vec<Value> {
+        let v = self
+            .world
+            .control(Method::GET, &format!("/_sandbox/invitations?to={to}"), None)
+            .await;
+        v["invitations"].as_array().unwrap().clone()
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn book_reschedule_and_cancel_one_interview(db: TestDb, provider: &str) {
+    let s = setup(&db, provider).await;
+    let jo = s.candidate("Jo Candidate", "jo@candidates.example").await;
+    // Tuesday 2027-01-05, Berlin: busy 09:00-10:00 (08:00-09:00Z).
+    s.world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/calendars/{}/events", s.calendar),
+            Some(json!({"events": [{"start": "2027-01-05T08:00:00Z", "end": "2027-01-05T09:00:00Z", "subject": "Team sync"}]})),
+        )
+        .await;
+    let (link, token) = s.link(jo, json!({"meeting_kind": "interview"})).await;
+    assert_eq!(link["status"], "sent");
+    assert_eq!(
+        link["duration_minutes"], 60,
+        "the interview's length from the settings"
+    );
+    assert!(token.len() >= 22, "at least 128 random bits");
+
+    let info: Value = reqwest::get(s.public(&format!("/booking/{token}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["status"], "opened", "opening the link is recorded");
+    assert_eq!(info["candidate_email"], "jo@candidates.example");
+
+    // Kolkata is UTC+05:30: the grid is the candidate's half hours.
+    let slots = s
+        .slots(&token, "tz=Asia/Kolkata&from=2027-01-05&to=2027-01-06")
+        .await;
+    assert_eq!(
+        slots.first().map(String::as_str),
+        Some("2027-01-05T09:00:00Z"),
+        "09:00-10:00 Berlin is busy: {slots:?}"
+    );
+    assert!(
+        slots.contains(&"2027-01-05T15:00:00Z".to_owned()),
+        "16:00 Berlin, the last hour"
+    );
+    assert!(
+        !slots.contains(&"2027-01-05T15:30:00Z".to_owned()),
+        "a 60-minute meeting must end by 17:00 Berlin"
+    );
+
+    let (status, booking) = s
+        .post(&format!("/booking/{token}"), json!({"start": "2027-01-05T10:00:00Z", "name": "Jo Candidate", "phone": "", "note": "Looking forward", "time_zone": "Asia/Kolkata"}))
+        .await;
+    assert_eq!(status, 201, "{booking}");
+    assert_eq!(booking["status"], "confirmed");
+    assert_eq!(
+        booking["attendee"]["email"], "jo@candidates.example",
+        "the known address by default"
+    );
+    assert_eq!(booking["calendar_event"], "created");
+    let uid = booking["ical_uid"]
+        .as_str()
+        .expect("the invitation's UID")
+        .to_owned();
+
+    let events = s.events().await;
+    let ours: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ical_uid"] == uid.as_str())
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one event on the recruiter's calendar: {events:?}"
+    );
+    assert_eq!(
+        ours[0]["start"].as_str().map(ts),
+        Some(ts("2027-01-05T10:00:00Z"))
+    );
+    assert!(
+        ours[0]["attendees"]
+            .to_string()
+            .contains("jo@candidates.example")
+    );
+    let invites = s.invitations("jo@candidates.example").await;
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    assert_eq!(
+        (invites[0]["kind"].as_str(), invites[0]["ical_uid"].as_str()),
+        (Some("invite"), Some(uid.as_str()))
+    );
+
+    // The slot is gone for everyone; the link cannot book twice.
+    let other = s.candidate("Al Other", "al@candidates.example").await;
+    let (_, other_token) = s
+        .link(
+            other,
+            json!({"meeting_kind": "phone_screen", "duration_minutes": 15}),
+        )
+        .await;
+    let free = s
+        .slots(
+            &other_token,
+            "tz=Europe/Berlin&from=2027-01-05&to=2027-01-06",
+        )
+        .await;
+    assert!(
+        !free
+            .iter()
+            .any(|t| ts(t) >= ts("2027-01-05T10:00:00Z") && ts(t) < ts("2027-01-05T11:00:00Z")),
+        "{free:?}"
+    );
+    let (status, again) = s
+        .post(
+            &format!("/booking/{token}"),
+            json!({"start": "2027-01-05T13:00:00Z", "name": "Jo", "time_zone": "Asia/Kolkata"}),
+        )
+        .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("link_used"))
+    );
+
+    // Reschedule: the same event moves; the attendee gets an update with a higher sequence.
+    let (status, moved) = s
+        .post(
+            &format!("/booking/{token}/reschedule"),
+            json!({"start": "2027-01-06T12:00:00Z", "time_zone": "Asia/Kolkata"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        moved["start"].as_str().map(ts),
+        Some(ts("2027-01-06T12:00:00Z"))
+    );
+    let events = s.events().await;
+    let ours: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ical_uid"] == uid.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "still one event, moved: {events:?}");
+    assert_eq!(
+        ours[0]["start"].as_str().map(ts),
+        Some(ts("2027-01-06T12:00:00Z"))
+    );
+    let invites = s.invitations("jo@candidates.example").await;
+    let update = invites.last().unwrap();
+    assert_eq!(
+        (update["kind"].as_str(), update["ical_uid"].as_str()),
+        (Some("update"), Some(uid.as_str()))
+    );
+    assert!(
+        update["sequence"].as_i64() > invites[0]["sequence"].as_i64(),
+        "{invites:?}"
+    );
+
+    // The .ics reuses the provider's UID.
+    let ics = reqwest::get(s.world.app.at(&format!("/book/{token}/invite.ics")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Long lines are folded (RFC 5545 §3.1): unfold before looking.
+    let ics = ics.replace("\r\n ", "").replace("\n ", "");
+    assert!(ics.contains(&format!("UID:{uid}")), "{ics}");
+    assert!(ics.contains("DTSTART:20270106T120000Z"), "{ics}");
+
+    // Cancel: the event is deleted and the candidate told.
+    let (status, cancelled) = s.post(&format!("/booking/{token}/cancel"), json!({})).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    assert!(
+        s.events()
+            .await
+            .iter()
+            .all(|e| e["ical_uid"] != uid.as_str()),
+        "the event is gone"
+    );
+    let invites = s.invitations("jo@candidates.example").await;
+    assert_eq!(invites.last().unwrap()["kind"], "cancel");
+    let (status, err) = s.post(&format!("/booking/{token}/cancel"), json!({})).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (410, Some("booking_cancelled"))
+    );
+
+    // The recruiter sees the link as booked, with the booking cancelled.
+    let links: Value = s
+        .api()
+        .get(&format!("/candidates/{jo}/scheduling-links"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(links[0]["status"], "booked");
+    assert_eq!(links[0]["booking"]["status"], "cancelled");
+    let _ = &s.riley;
+}
+
+both_backends! {
+    async fn a_candidate_books_reschedules_and_cancels_an_interview_on_a_microsoft_calendar(db: TestDb) {
+        book_reschedule_and_cancel_one_interview(db, "microsoft").await;
+    }
+
+    async fn a_candidate_books_reschedules_and_cancels_an_interview_on_a_google_calendar(db: TestDb) {
+        book_reschedule_and_cancel_one_interview(db, "google").await;
+    }
+
+    async fn bad_links_get_a_clear_page_and_a_stable_code(db: TestDb) {
+        let s = setup(&db, "microsoft").await;
+        let jo = s.candidate("Jo Candidate", "jo@candidates.example").await;
+        let body = json!({"start": "2027-01-05T10:00:00Z", "name": "Jo", "phone": "+49 30 1234567", "time_zone": "Europe/Berlin"});
+
+        let (status, err) = s.post("/booking/not-a-real-token", body.clone()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (404, Some("link_not_found")));
+        let page = reqwest::get(s.world.app.at("/book/not-a-real-token")).await.unwrap();
+        assert_eq!(page.status(), 404);
+        assert!(page.text().await.unwrap().contains("This scheduling link does not exist"));
+
+        let (revoked, revoked_token) = s.link(jo, json!({"meeting_kind": "phone_screen"})).await;
+        let res = s.api().post(&format!("/scheduling-links/{}/revoke", revoked["id"])).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let (status, err) = s.post(&format!("/booking/{revoked_token}"), body.clone()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (410, Some("link_revoked")));
+        let page = reqwest::get(s.world.app.at(&format!("/book/{revoked_token}"))).await.unwrap();
+        assert_eq!(page.status(), 410);
+        assert!(page.text().await.unwrap().contains("withdrew this link"));
+
+        let (_, used_token) = s.link(jo, json!({"meeting_kind": "phone_screen"})).await;
+        let (status, _) = s.post(&format!("/booking/{used_token}"), body.clone()).await;
+        assert_eq!(status, 201);
+        let (status, err) = s.post(&format!("/booking/{used_token}"), body.clone()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (409, Some("link_used")));
+
+        let (_, expiring) = s.link(jo, json!({"meeting_kind": "phone_screen", "expires_in_weeks": 1})).await;
+        s.world.app.clock.advance(SignedDuration::from_hours(24 * 7 + 1));
+        let (status, err) = s.post(&format!("/booking/{expiring}"), body.clone()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (410, Some("link_expired")));
+        let page = reqwest::get(s.world.app.at(&format!("/book/{expiring}"))).await.unwrap();
+        assert_eq!(page.status(), 410);
+        assert!(page.text().await.unwrap().contains("has expired"));
+    }
+
+    async fn the_booking_api_says_exactly_what_is_wrong_with_a_request(db: TestDb) {
+        let s = setup(&db, "microsoft").await;
+        let jo = s.candidate("Jo Candidate", "jo@candidates.example").await;
+        let (_, token) = s.link(jo, json!({"meeting_kind": "phone_screen"})).await;
+        let (status, err) = s.post(&format!("/booking/{token}"), json!({"start": "tomorrow", "name": " ", "email": "nope", "time_zone": "Mars/Olympus"})).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid")), "{err}");
+        let fields: BTreeSet<&str> = err["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, BTreeSet::from(["start", "name", "email", "phone", "time_zone"]), "a phone screen needs a phone");
+        let res = reqwest::get(s.public(&format!("/booking/{token}/slots?tz=Nowhere/Land"))).await.unwrap();
+        assert_eq!(res.status(), 400);
+        let res = reqwest::get(s.public(&format!("/booking/{token}/slots?from=2027-01-05&to=2027-06-05"))).await.unwrap();
+        assert_eq!((res.status().as_u16(), res.json::<Value>().await.unwrap()["error"]["code"].clone()), (400, json!("window_too_long")));
+        // A start off the offered grid is refused with fresh slots.
+        let (status, err) = s.post(&format!("/booking/{token}"), json!({"start": "2027-01-05T10:07:00Z", "name": "Jo", "phone": "+1 555 0100", "time_zone": "Europe/Berlin"})).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (409, Some("slot_taken")));
+        assert!(!err["error"]["slots"].as_array().unwrap().is_empty());
+        // No link without a usable calendar.
+        let res = s.api().delete("/me/integrations/calendar").send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        let res = s.api().post(&format!("/candidates/{jo}/scheduling-links")).json(&json!({"meeting_kind": "interview"})).send().await.unwrap();
+        assert_eq!(res.status(), 409);
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "calendar_not_ready");
+        assert!(err["error"]["message"].as_str().unwrap().contains("Authorize it"), "{err}");
+    }
+
+    async fn racing_candidates_never_double_book_a_recruiter_whatever_the_lengths_and_buffers(db: TestDb) {
+        let s = setup(&db, "microsoft").await;
+        // Buffers on both sides make neighbouring slots collide too.
+        let mut settings: Value = s.api().get("/me/scheduling-settings").send().await.unwrap().json().await.unwrap();
+        for m in settings["meeting_types"].as_array_mut().unwrap() {
+            m["before_buffer_minutes"] = json!(5);
+            m["after_buffer_minutes"] = json!(10);
+        }
+        assert_eq!(s.api().put("/me/scheduling-settings").json(&settings).send().await.unwrap().status(), 200);
+        // 200 links, one per candidate, 15/30/60 minutes.
+        let mut links = Vec::new();
+        for i in 0..200 {
+            let c = s.candidate(&format!("Candidate {i}"), &format!("c{i}@candidates.example")).await;
+            let (kind, minutes) = [("phone_screen", 15), ("phone_screen", 30), ("interview", 60)][i % 3];
+            let (_, token) = s.link(c, json!({"meeting_kind": kind, "duration_minutes": minutes})).await;
+            links.push((token, minutes));
+        }
+        // 20 overlapping starts from 09:00 Berlin (08:00Z), a quarter hour apart;
+        // the 30- and 60-minute meetings start on half hours.
+        let base = ts("2027-01-05T08:00:00Z");
+        let attempts = links.into_iter().enumerate().map(|(i, (token, minutes))| {
+            let step = if minutes == 15 { i % 20 } else { (i % 10) * 2 };
+            let start = base + SignedDuration::from_mins(15 * step as i64);
+            let url = s.public(&format!("/booking/{token}"));
+            tokio::spawn(async move {
+                let res = reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"start": start.to_string(), "name": "Racer", "phone": "+1 555 0100", "time_zone": "Europe/Berlin"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                (status, res.json::<Value>().await.unwrap(), minutes)
+            })
+        });
+        let mut won = Vec::new();
+        for a in futures_join(attempts).await {
+            let (status, body, minutes) = a;
+            match status {
+                201 => won.push((ts(body["start"].as_str().unwrap()), ts(body["end"].as_str().unwrap()), minutes, body["ical_uid"].as_str().unwrap().to_owned())),
+                409 => assert_eq!(body["error"]["code"], "slot_taken", "{body}"),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert!(!won.is_empty(), "someone wins");
+        // No two winners' blocked ranges (5 min before, 10 after) overlap.
+        let blocked: Vec<(Timestamp, Timestamp)> = won.iter().map(|(a, b, _, _)| (*a - SignedDuration::from_mins(5), *b + SignedDuration::from_mins(10))).collect();
+        for (i, x) in blocked.iter().enumerate() {
+            for y in &blocked[i + 1..] {
+                assert!(x.1 <= y.0 || y.1 <= x.0, "overlap: {x:?} and {y:?}");
+            }
+        }
+        // The calendar holds exactly the booked events.
+        let on_calendar: BTreeSet<String> = s.events().await.iter().filter_map(|e| e["ical_uid"].as_str().map(str::to_owned)).collect();
+        let booked: BTreeSet<String> = won.iter().map(|w| w.3.clone()).collect();
+        assert_eq!(on_calendar, booked);
+    }
+}
+
+/// Awaits every task (the test crate has no `futures` dependency).
+async fn futures_join<T: Send + 'static>(
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
