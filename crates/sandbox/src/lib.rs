@@ -36,6 +36,7 @@ pub mod ms_identity;
 pub mod pages;
 pub mod scenario;
 pub mod scopes;
+pub mod send_api;
 pub mod state;
 pub mod wire;
 
@@ -154,7 +155,12 @@ pub fn router(app: App) -> Router {
         .merge(control::routes())
         .merge(mail_control::routes())
         .merge(flow::routes())
+        .merge(send_api::routes())
         .fallback(apis::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            send_api::release_layer,
+        ))
         .with_state(app)
 }
 

@@ -194,6 +194,31 @@ fn parse_filter(s: &str) -> Result<Vec<Cond>, String> {
     Ok(out)
 }
 
+/// Takes an `internetMessageId eq '<id>'` clause (how clients find a message they sent, issue 8) out of a
+/// `$filter`; returns the id (with angle brackets) and the remaining clauses.
+fn split_message_id_filter(f: Option<&str>) -> (Option<String>, Option<String>) {
+    let Some(f) = f else { return (None, None) };
+    let lower = f.replace(" AND ", " and ");
+    let mut id = None;
+    let mut rest = Vec::new();
+    for clause in lower.split(" and ") {
+        let c = clause.trim();
+        let mut w = c.splitn(3, ' ');
+        match (w.next(), w.next(), w.next()) {
+            (Some(p), Some(op), Some(v))
+                if p.eq_ignore_ascii_case("internetMessageId") && op.eq_ignore_ascii_case("eq") =>
+            {
+                let v = v.trim().trim_matches('\'').replace("''", "'");
+                let bare = v.trim_start_matches('<').trim_end_matches('>');
+                id = Some(format!("<{bare}>"));
+            }
+            _ => rest.push(c.to_string()),
+        }
+    }
+    let rest = (!rest.is_empty()).then(|| rest.join(" and "));
+    (id, rest)
+}
+
 fn parse_orderby(s: &str) -> Result<(DateProp, bool), String> {
     let mut w = s.split_whitespace();
     let prop = w.next().unwrap_or_default();
@@ -262,7 +287,8 @@ async fn graph_list(
             Ok(s) => s,
             Err(e) => return graph_bad_request(app.now(), &h2, "RequestBroker--ParseUri", &e),
         };
-        let filter = match params.get("$filter").map(parse_filter).transpose() {
+        let (msgid, rest) = split_message_id_filter(params.get("$filter"));
+        let filter = match rest.as_deref().map(parse_filter).transpose() {
             Ok(f) => f.unwrap_or_default(),
             Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &e),
         };
@@ -309,6 +335,7 @@ async fn graph_list(
                 .live()
                 .filter(|m| fidx.is_none_or(|f| m.place.folder == f))
                 .filter(|m| filter.iter().all(|c| c.holds(date_of(m, c.prop))))
+                .filter(|m| msgid.as_ref().is_none_or(|id| m.meta.message_id == *id))
                 .map(|m| (date_of(m, order_prop), m.seq))
                 .collect();
             if desc {

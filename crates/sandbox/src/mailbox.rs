@@ -449,6 +449,30 @@ impl Mailbox {
         });
     }
 
+    /// Replaces a message's bytes (a draft edited in place): same ids, new version, logged as a change.
+    pub fn replace_content(&mut self, seq: u32, raw: Arc<Vec<u8>>, meta: MessageMeta, now: i64) {
+        let hid = self.bump(seq);
+        if !meta.message_id.is_empty() {
+            self.by_message_id
+                .entry(meta.message_id.clone())
+                .or_insert(seq);
+        }
+        let m = &mut self.msgs[seq as usize];
+        m.raw = raw;
+        m.meta = meta;
+        m.version += 1;
+        m.modified_s = now;
+        m.history_id = hid;
+        let place = m.place;
+        self.changes.push(Change {
+            hid,
+            at: now,
+            seq,
+            before: Some(place),
+            after: Some(place),
+        });
+    }
+
     /// Makes every history id up to now stale; returns the new floor.
     pub fn expire_history(&mut self) -> u64 {
         self.history_floor = self.history_id;
@@ -510,6 +534,8 @@ impl Mailbox {
 pub struct Mailboxes {
     /// Owner address (lowercase) -> mailbox.
     pub by_owner: HashMap<String, Mailbox>,
+    /// Sends, drafts' send-side state, upload sessions ([`crate::send_api`]).
+    pub outgoing: crate::send_api::Outgoing,
 }
 
 /// Reads the indexed fields out of RFC 5322 bytes (for injected messages).
