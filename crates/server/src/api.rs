@@ -304,6 +304,7 @@ async fn create_candidate(
                 .create_candidate(user.org_id, &input.name, &input.emails, state.now())
                 .await
                 .map_err(address_conflict)?;
+            crate::sync::candidate_addresses_added(&state, user.org_id, &input.emails).await;
             Ok((
                 StatusCode::CREATED,
                 serde_json::to_value(CandidateResource::from(c)).map_err(ApiError::internal)?,
@@ -401,6 +402,8 @@ async fn add_email(
                 StoreError::NotFound => ApiError::not_found("candidate"),
                 other => address_conflict(other),
             })?;
+        crate::sync::candidate_addresses_added(&state, user.org_id, std::slice::from_ref(&email))
+            .await;
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(CandidateResource::from(c)).map_err(ApiError::internal)?,

@@ -24,11 +24,30 @@
 //! enqueued (the dedupe key admits one unfinished job per grant);
 //! [`ensure_sync_jobs`], run by the background loop, re-creates a lost one.
 //! Nothing sleeps here: the clock decides what is due, tests call [`run_one`].
+//!
+//! ## A candidate gains an address
+//!
+//! Mail that involved no candidate when it was synced was never stored, so
+//! when a candidate gains an address (a new candidate, or an address added to
+//! one), the past mail with it must be found again. Two ways were possible:
+//! keep a compact index of every synced message's participants, or ask the
+//! provider. hirewire asks the provider ([`MailReader::search_by_address`]:
+//! Gmail `q=from:… / to:… after:…`, Graph a participants listing of the
+//! window), because a local index would be exactly what the product promises
+//! not to keep: who the recruiter writes to when it is no candidate's
+//! business. The cost is bounded and rare: one search per (inbox, address),
+//! queued when the address is added ([`candidate_addresses_added`]), within
+//! the grant's sync window, and only the matches are fetched. The matches go
+//! through the same matching and storing path as the sync
+//! ([`hirewire_store::Store::store_found_mail`]: a message already stored is
+//! not stored again; it only gains the link to the candidate), so later pages
+//! and searches never duplicate it. A grant whose sync has not started yet is
+//! skipped: its backfill will see the address.
 
 use std::time::Duration;
 
-use hirewire_domain::email::AddressKey;
-use hirewire_domain::ids::{CandidateId, GrantId};
+use hirewire_domain::email::{AddressKey, EmailAddress};
+use hirewire_domain::ids::{CandidateId, GrantId, OrgId};
 use hirewire_domain::retry::Backoff;
 use hirewire_mail::{
     AddressNormalizer, AddressOptions, CandidateIndex, Envelope, Mailbox, ParsedMessage, Problem,
@@ -47,6 +66,9 @@ use crate::integrations::{self, Notice};
 
 /// The job kind of a grant's sync step.
 pub const JOB_KIND: &str = "mail.sync";
+
+/// The job kind of a search of one grant's mailbox for a candidate's new address.
+pub const ADDRESS_JOB_KIND: &str = "mail.address_search";
 
 /// Longest snippet stored, in characters.
 const SNIPPET_CHARS: usize = 200;
@@ -117,6 +139,13 @@ pub enum SyncOutcome {
     Superseded { grant: GrantId },
     /// This worker's lease lapsed mid-step; whoever holds it now carries on.
     LeaseLost { grant: GrantId },
+    /// Searched the mailbox for a candidate's new address and stored what matched.
+    AddressSearched {
+        grant: GrantId,
+        /// `false`: the grant's sync had not started (its backfill will find the mail).
+        searched: bool,
+        report: PageReport,
+    },
 }
 
 /// Why a grant's sync stopped.
@@ -147,6 +176,64 @@ pub struct PageReport {
 
 fn dedupe_key(grant: GrantId) -> String {
     format!("{JOB_KIND}:{}", grant.get())
+}
+
+/// Queues a search of `grant`'s mailbox for `address` at `run_at` (one
+/// unfinished search per grant and address).
+pub async fn enqueue_address_search_at(
+    state: &AppState,
+    grant: GrantId,
+    address: &str,
+    run_at: Timestamp,
+) -> Result<(), StoreError> {
+    let payload = serde_json::json!({ "grant_id": grant.get(), "address": address });
+    let key = format!(
+        "{ADDRESS_JOB_KIND}:{}:{}",
+        grant.get(),
+        AddressKey::of(address).as_str()
+    );
+    state
+        .store
+        .enqueue(
+            &NewJob {
+                kind: ADDRESS_JOB_KIND,
+                payload: &payload,
+                run_at,
+                max_attempts: state.config.sync.max_attempts.max(1),
+                dedupe_key: Some(&key),
+            },
+            state.now(),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Called when candidates of `org` gain `addresses` (created with them, or
+/// added): queues a search for each address in every active inbox of the org,
+/// so the past mail with it appears (see the module docs for why the provider
+/// is searched). Failures are logged, not returned: the address is saved
+/// either way.
+pub async fn candidate_addresses_added(state: &AppState, org: OrgId, addresses: &[EmailAddress]) {
+    if addresses.is_empty() {
+        return;
+    }
+    let grants = match state.store.org_grants(org).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(org = org.get(), error = %e, "could not list the org's inboxes to search a new address");
+            return;
+        }
+    };
+    for g in grants
+        .iter()
+        .filter(|g| g.capability == CapabilityKind::Inbox && g.status == GrantStatus::Active)
+    {
+        for a in addresses {
+            if let Err(e) = enqueue_address_search_at(state, g.id, a.as_str(), state.now()).await {
+                tracing::error!(grant = g.id.get(), error = %e, "could not queue an address search");
+            }
+        }
+    }
 }
 
 /// Queues a sync step of `grant` at `run_at` (nothing when one is already queued or running).
@@ -231,7 +318,7 @@ pub async fn run_one(state: &AppState, owner: &str) -> Option<SyncOutcome> {
     let cfg = state.config.sync;
     let job = match state
         .store
-        .claim(owner, &[JOB_KIND], state.now(), cfg.lease)
+        .claim(owner, &[JOB_KIND, ADDRESS_JOB_KIND], state.now(), cfg.lease)
         .await
     {
         Ok(Some(j)) => j,
@@ -258,10 +345,32 @@ pub async fn run_one(state: &AppState, owner: &str) -> Option<SyncOutcome> {
             error,
         });
     };
+    let address = if job.kind == ADDRESS_JOB_KIND {
+        let Some(a) = job
+            .payload
+            .get("address")
+            .and_then(serde_json::Value::as_str)
+        else {
+            let error = "the job has no address".to_owned();
+            let _ = state
+                .store
+                .fail(job.id, job.fencing_token, state.now(), &error, None)
+                .await;
+            return Some(SyncOutcome::Retry {
+                grant: Some(grant),
+                retry_at: None,
+                error,
+            });
+        };
+        Some(a.to_owned())
+    } else {
+        None
+    };
     let step = Step {
         state,
         job: &job,
         grant,
+        address,
     };
     Some(step.run().await)
 }
@@ -298,9 +407,11 @@ pub fn spawn_workers(state: AppState, n: usize) -> Vec<tokio::task::JoinHandle<(
                     }
                     match run_one(&state, &owner).await {
                         // Something was done: look for more at once.
-                        Some(SyncOutcome::Page { .. } | SyncOutcome::Started { .. }) => {
-                            tokio::task::yield_now().await
-                        }
+                        Some(
+                            SyncOutcome::Page { .. }
+                            | SyncOutcome::Started { .. }
+                            | SyncOutcome::AddressSearched { .. },
+                        ) => tokio::task::yield_now().await,
                         _ => tokio::time::sleep(poll).await,
                     }
                 }
@@ -313,12 +424,16 @@ struct Step<'a> {
     state: &'a AppState,
     job: &'a ClaimedJob,
     grant: GrantId,
+    /// `Some`: an address search ([`ADDRESS_JOB_KIND`]), else a sync step.
+    address: Option<String>,
 }
 
 /// How a step ended, before the job is settled.
 enum End {
-    /// Done; the successor runs at this instant.
+    /// Done; the successor (the next sync step, or this search again) runs at this instant.
     Next(Timestamp, SyncOutcome),
+    /// Done for good (an address search that ran).
+    Done(SyncOutcome),
     /// Done; no successor.
     Stop(StopReason),
     /// Failed; retry (with the provider's delay when it gave one).
@@ -336,11 +451,19 @@ impl Step<'_> {
         match end {
             End::Next(at, outcome) => match state.store.complete(id, token, now).await {
                 Ok(()) => {
-                    if let Err(e) = enqueue_sync_at(state, self.grant, at).await {
+                    let queued = match &self.address {
+                        None => enqueue_sync_at(state, self.grant, at).await,
+                        Some(a) => enqueue_address_search_at(state, self.grant, a, at).await,
+                    };
+                    if let Err(e) = queued {
                         tracing::error!(grant = self.grant.get(), error = %e, "could not queue the next sync step");
                     }
                     outcome
                 }
+                Err(_) => SyncOutcome::LeaseLost { grant: self.grant },
+            },
+            End::Done(outcome) => match state.store.complete(id, token, now).await {
+                Ok(()) => outcome,
                 Err(_) => SyncOutcome::LeaseLost { grant: self.grant },
             },
             End::Stop(why) => {
@@ -425,14 +548,28 @@ impl Step<'_> {
         }
         let now = state.now();
         let window_start = now - SignedDuration::from_hours(24 * i64::from(cfg.window_days));
-        let sync = match state
-            .store
-            .start_mail_sync(grant.id, window_start, now)
-            .await
-        {
-            Ok(s) => s,
-            Err(StoreError::NotFound) => return End::Stop(StopReason::GrantGone),
-            Err(e) => return End::Fail(format!("reading the sync state: {e}"), None),
+        let sync = if self.address.is_some() {
+            match state.store.mail_sync_state(grant.id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return End::Done(SyncOutcome::AddressSearched {
+                        grant: grant.id,
+                        searched: false,
+                        report: PageReport::default(),
+                    });
+                }
+                Err(e) => return End::Fail(format!("reading the sync state: {e}"), None),
+            }
+        } else {
+            match state
+                .store
+                .start_mail_sync(grant.id, window_start, now)
+                .await
+            {
+                Ok(s) => s,
+                Err(StoreError::NotFound) => return End::Stop(StopReason::GrantGone),
+                Err(e) => return End::Fail(format!("reading the sync state: {e}"), None),
+            }
         };
         let token =
             match integrations::access_token(state, grant.user_id, CapabilityKind::Inbox).await {
@@ -451,11 +588,14 @@ impl Step<'_> {
             state.config.provider_endpoints.clone(),
             state.provider_http.clone(),
         );
-        let result = match sync.phase {
-            SyncPhase::Backfill | SyncPhase::Resync => {
+        let result = match (&self.address, sync.phase) {
+            (Some(address), _) => self.search(&reader, &token, &grant, &sync, address).await,
+            (None, SyncPhase::Backfill | SyncPhase::Resync) => {
                 self.backfill(&reader, &token, &grant, &sync).await
             }
-            SyncPhase::Incremental => self.incremental(&reader, &token, &grant, &sync).await,
+            (None, SyncPhase::Incremental) => {
+                self.incremental(&reader, &token, &grant, &sync).await
+            }
         };
         match result {
             Ok(end) => end,
@@ -592,6 +732,58 @@ impl Step<'_> {
             ),
             Err(end) => end,
         })
+    }
+
+    /// Searches the mailbox for `address` within the grant's window and stores
+    /// the candidate mail found, a page at a time (the sync's cursors untouched).
+    async fn search(
+        &self,
+        reader: &MailReader,
+        token: &Secret,
+        grant: &Grant,
+        sync: &MailSyncState,
+        address: &str,
+    ) -> Result<End, ProviderError> {
+        let state = self.state;
+        let found = reader
+            .search_by_address(token, address, sync.window_start)
+            .await?;
+        let ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
+        let mut total = PageReport::default();
+        for chunk in ids.chunks(state.config.sync.page_size.max(1) as usize) {
+            if !self.heartbeat().await {
+                return Ok(End::Lost);
+            }
+            let (messages, report) = match self.pipeline(reader, token, grant, chunk).await {
+                Ok(x) => x,
+                Err(end) => return Ok(end),
+            };
+            let stored = match state
+                .store
+                .store_found_mail(grant.id, &messages, state.now())
+                .await
+            {
+                Ok(s) => s.stored,
+                Err(StoreError::NotFound) => return Ok(End::Stop(StopReason::GrantGone)),
+                Err(e) => return Ok(End::Fail(format!("storing found mail: {e}"), None)),
+            };
+            total.seen += report.seen;
+            total.matched += report.matched;
+            total.stored += stored;
+            total.unreadable += report.unreadable;
+            total.gone += report.gone;
+        }
+        tracing::info!(
+            grant = grant.id.get(),
+            found = total.seen,
+            stored = total.stored,
+            "searched the mailbox for a candidate's new address"
+        );
+        Ok(End::Done(SyncOutcome::AddressSearched {
+            grant: grant.id,
+            searched: true,
+            report: total,
+        }))
     }
 
     async fn resync(&self) -> End {

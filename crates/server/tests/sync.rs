@@ -24,6 +24,9 @@ const CANDIDATES: [&str; 2] = [
     "sam.okafor@outlook.example",
 ];
 
+/// In the generated mailboxes too, but no candidate's address until a test adds it.
+const LATER: &str = "dana.wu@proton.example";
+
 struct Scenario {
     world: World,
     org: OrgId,
@@ -66,7 +69,7 @@ async fn scenario(db: &TestDb, provider: &str) -> Scenario {
             Method::POST,
             &format!("/_sandbox/mailboxes/{mailbox}/generate"),
             Some(json!({
-                "n": 40, "seed": 7, "candidates": CANDIDATES, "candidate_share": 0.35,
+                "n": 40, "seed": 7, "candidates": [CANDIDATES[0], CANDIDATES[1], LATER], "candidate_share": 0.5,
                 "start": "2026-03-01", "end": "2026-11-01"
             })),
         )
@@ -162,6 +165,11 @@ impl Scenario {
     }
 
     async fn candidate_mail_of(&self, mailbox: &str) -> BTreeSet<String> {
+        self.mail_with(mailbox, &CANDIDATES).await
+    }
+
+    /// Message-IDs of the mailbox's mail whose headers name one of `addresses`.
+    async fn mail_with(&self, mailbox: &str, addresses: &[&str]) -> BTreeSet<String> {
         let list = self
             .world
             .control(
@@ -183,7 +191,7 @@ impl Scenario {
                 .await;
             let raw = one["raw"].as_str().unwrap().to_lowercase();
             let headers = raw.split("\r\n\r\n").next().unwrap_or("");
-            if CANDIDATES.iter().any(|c| headers.contains(c)) {
+            if addresses.iter().any(|c| headers.contains(c)) {
                 out.insert(
                     normalize_message_id(m["internet_message_id"].as_str().unwrap()).unwrap(),
                 );
@@ -401,7 +409,198 @@ async fn an_expired_cursor_resyncs_without_duplicates(db: TestDb, provider: &str
     );
 }
 
+/// The Message-IDs on a candidate's timeline, read through the HTTP API.
+async fn timeline_message_ids(
+    s: &Scenario,
+    token: &str,
+    candidate: CandidateId,
+) -> BTreeSet<String> {
+    let api = s.world.app.api(token);
+    let mut out = BTreeSet::new();
+    let mut cursor = String::new();
+    loop {
+        let res = api
+            .get(&format!(
+                "/candidates/{candidate}/timeline?limit=100&cursor={cursor}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let page: serde_json::Value = res.json().await.unwrap();
+        for c in page["data"].as_array().unwrap() {
+            for m in c["messages"].as_array().unwrap() {
+                if let Some(id) = m["message_id"].as_str() {
+                    out.insert(id.to_owned());
+                }
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => return out,
+        }
+    }
+}
+
+/// Every Message-ID stored from the recruiter's inbox, asserting none twice.
+async fn stored_once(s: &Scenario) -> BTreeSet<String> {
+    let rows = s
+        .world
+        .app
+        .store
+        .grant_message_ids(s.grant().await.id)
+        .await
+        .unwrap();
+    let set: BTreeSet<String> = rows.iter().flatten().cloned().collect();
+    assert_eq!(set.len(), rows.len(), "no message stored twice: {rows:?}");
+    set
+}
+
+/// Backfill; then a candidate gains `LATER` through the API (added to
+/// candidate 0, or a new candidate created with it); the search job runs; the
+/// old mail with it is on that candidate's timeline, stored once, and later
+/// syncs (incremental, then a full resync) add no copy.
+async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, new_candidate: bool) {
+    let s = scenario(&db, provider).await;
+    let worker = s.worker();
+    sync::run_until_idle(&worker, "w1", 100).await;
+    let before = stored_once(&s).await;
+    assert_eq!(before, s.candidate_mail().await);
+    let later = s.mail_with(s.mailbox, &[LATER]).await;
+    let only_later: BTreeSet<String> = later.difference(&before).cloned().collect();
+    assert!(
+        !only_later.is_empty(),
+        "the mailbox has mail with {LATER} alone"
+    );
+
+    let token = s.world.app.api_token(&s.riley).await;
+    let api = s.world.app.api(&token);
+    let candidate = if new_candidate {
+        let res = api
+            .post("/candidates")
+            .json(&json!({"name": "Dana Wu", "emails": [LATER]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        CandidateId(
+            res.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap(),
+        )
+    } else {
+        let c = s.candidates[0];
+        assert!(
+            timeline_message_ids(&s, &token, c)
+                .await
+                .is_disjoint(&only_later)
+        );
+        let res = api
+            .post(&format!("/candidates/{c}/emails"))
+            .json(&json!({"email": LATER}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        c
+    };
+    // One search per inbox and address, however often it is asked for.
+    let org = s.org;
+    sync::candidate_addresses_added(&worker, org, &[EmailAddress::parse(LATER).unwrap()]).await;
+    let steps = sync::run_until_idle(&worker, "w1", 10).await;
+    assert!(
+        matches!(
+            steps.as_slice(),
+            [SyncOutcome::AddressSearched { searched: true, report, .. }] if report.stored == only_later.len() as u64
+        ),
+        "{steps:?}"
+    );
+    let on_timeline = timeline_message_ids(&s, &token, candidate).await;
+    assert!(
+        later.is_subset(&on_timeline),
+        "every old message with the address is on the candidate's timeline: missing {:?}",
+        later.difference(&on_timeline).collect::<Vec<_>>()
+    );
+    let mut all = s.candidate_mail().await;
+    all.extend(later.iter().cloned());
+    assert_eq!(stored_once(&s).await, all);
+
+    // Later syncs find the same messages and store no copy; the address's new mail arrives as usual.
+    let reply = s
+        .inject_reply(LATER, only_later.iter().next().unwrap())
+        .await;
+    all.insert(reply.clone());
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    sync::run_until_idle(&worker, "w1", 10).await;
+    assert!(
+        timeline_message_ids(&s, &token, candidate)
+            .await
+            .contains(&reply)
+    );
+    let reply2 = s
+        .inject_reply(LATER, only_later.iter().next().unwrap())
+        .await;
+    all.insert(reply2);
+    let expire = if provider == "microsoft" {
+        "delta-tokens/expire"
+    } else {
+        "history/expire"
+    };
+    s.world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{}/{expire}", s.mailbox),
+            Some(json!({})),
+        )
+        .await;
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    let steps = sync::run_until_idle(&worker, "w1", 100).await;
+    assert!(
+        matches!(steps.first(), Some(SyncOutcome::Resync { .. })),
+        "{steps:?}"
+    );
+    assert_eq!(stored_once(&s).await, all);
+    let state = s
+        .world
+        .app
+        .store
+        .mail_sync_state(s.grant().await.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.messages_stored, all.len() as u64);
+}
+
 both_backends! {
+    async fn microsoft_a_candidates_added_address_brings_the_old_mail_with_it_to_the_timeline(db: TestDb) {
+        an_added_address_brings_its_old_mail(db, "microsoft", false).await;
+    }
+
+    async fn gmail_a_candidates_added_address_brings_the_old_mail_with_it_to_the_timeline(db: TestDb) {
+        an_added_address_brings_its_old_mail(db, "google", false).await;
+    }
+
+    async fn a_candidate_created_after_the_backfill_gets_their_old_mail(db: TestDb) {
+        an_added_address_brings_its_old_mail(db, "google", true).await;
+    }
+
+    async fn an_address_search_before_the_sync_started_leaves_it_to_the_backfill(db: TestDb) {
+        let s = scenario(&db, "microsoft").await;
+        let worker = s.worker();
+        // Queued before the sync's first step, the search runs first and finds no state.
+        let grant = s.grant().await.id;
+        sync::enqueue_address_search_at(&worker, grant, LATER, worker.now() - SignedDuration::from_secs(1))
+            .await
+            .unwrap();
+        let first = sync::run_one(&worker, "w1").await;
+        assert!(
+            matches!(first, Some(SyncOutcome::AddressSearched { searched: false, .. })),
+            "{first:?}"
+        );
+        sync::run_until_idle(&worker, "w1", 100).await;
+        assert_eq!(stored_once(&s).await, s.candidate_mail().await);
+    }
+
     async fn microsoft_backfill_stores_exactly_the_candidate_mail_and_a_reply_arrives_on_the_next_incremental_step(db: TestDb) {
         backfill_then_a_reply_arrives(db, "microsoft").await;
     }

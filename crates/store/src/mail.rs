@@ -652,7 +652,8 @@ impl Store {
     /// was already stored) → `StaleLease` and nothing is written: re-read the
     /// state. No sync state (never started, or the grant was deleted) →
     /// `NotFound`. A message already stored for this grant (same provider id)
-    /// is skipped. Every message must name at least one candidate of the
+    /// is not stored again; only the candidates it names that are not yet
+    /// linked to it are. Every message must name at least one candidate of the
     /// grant's org; any failure (e.g. a foreign candidate) rolls the whole page
     /// back, cursor included. An empty page just saves the progress.
     pub async fn store_page(
@@ -663,8 +664,33 @@ impl Store {
         progress: &PageProgress<'_>,
         now: Timestamp,
     ) -> Result<PageStored, StoreError> {
+        self.store_mail(grant, Some((expected_version, progress)), page, now)
+            .await
+    }
+
+    /// Stores candidate mail found outside the page sequence (a search for a
+    /// candidate's new address), with the same rules as
+    /// [`Store::store_page`], but leaving the sync's cursors, phase and
+    /// `version` alone: it never supersedes a page in flight, and no page
+    /// supersedes it. Serialized with the grant's pages and its deletion
+    /// through the sync state row. No sync state → `NotFound`.
+    pub async fn store_found_mail(
+        &self,
+        grant: GrantId,
+        page: &[NewMailMessage],
+        now: Timestamp,
+    ) -> Result<PageStored, StoreError> {
+        self.store_mail(grant, None, page, now).await
+    }
+
+    async fn store_mail(
+        &self,
+        grant: GrantId,
+        fence: Option<(i64, &PageProgress<'_>)>,
+        page: &[NewMailMessage],
+        now: Timestamp,
+    ) -> Result<PageStored, StoreError> {
         let prepared = page.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        let seen = to_i64(progress.seen)?;
         let finish = concat!(
             "UPDATE mail_sync_state SET messages_stored = messages_stored + $2 WHERE grant_id = $1 RETURNING ",
             sync_cols!()
@@ -673,21 +699,31 @@ impl Store {
             // First statement: claims the state row (a row lock on PostgreSQL,
             // the write lock on SQLite), so pages of one grant and the grant's
             // deletion are serialized.
-            let claimed = sqlx::query(
-                "UPDATE mail_sync_state SET phase = $3, backfill_cursor = $4, incremental_cursor = $5, \
-                 messages_seen = messages_seen + $6, last_success_at = $7, updated_at = $7, version = version + 1 \
-                 WHERE grant_id = $1 AND version = $2",
-            )
-            .bind(grant.get())
-            .bind(expected_version)
-            .bind(progress.phase.as_str())
-            .bind(progress.backfill_cursor)
-            .bind(progress.incremental_cursor)
-            .bind(seen)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let claimed = match fence {
+                Some((expected_version, progress)) => sqlx::query(
+                    "UPDATE mail_sync_state SET phase = $3, backfill_cursor = $4, incremental_cursor = $5, \
+                     messages_seen = messages_seen + $6, last_success_at = $7, updated_at = $7, version = version + 1 \
+                     WHERE grant_id = $1 AND version = $2",
+                )
+                .bind(grant.get())
+                .bind(expected_version)
+                .bind(progress.phase.as_str())
+                .bind(progress.backfill_cursor)
+                .bind(progress.incremental_cursor)
+                .bind(to_i64(progress.seen)?)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                None => sqlx::query(
+                    "UPDATE mail_sync_state SET updated_at = $2 WHERE grant_id = $1",
+                )
+                .bind(grant.get())
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            };
             if claimed == 0 {
                 let exists: Option<i64> =
                     sqlx::query_scalar("SELECT version FROM mail_sync_state WHERE grant_id = $1")
@@ -708,14 +744,28 @@ impl Store {
             let mut already = 0u64;
             for p in &prepared {
                 let m = p.m;
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM mail_messages WHERE grant_id = $1 AND provider_message_id = $2",
+                let exists: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT id, thread_id FROM mail_messages WHERE grant_id = $1 AND provider_message_id = $2",
                 )
                 .bind(grant.get())
                 .bind(&m.provider_message_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if exists.is_some() {
+                if let Some((id, thread_id)) = exists {
+                    // Already stored; link the candidates it names now (one who
+                    // gained an address since), so it shows on their timeline too.
+                    for &candidate in &p.candidates {
+                        sqlx::query(
+                            "INSERT INTO mail_message_candidates (message_id, candidate_id, org_id, thread_id) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (message_id, candidate_id) DO NOTHING",
+                        )
+                        .bind(id)
+                        .bind(candidate)
+                        .bind(org)
+                        .bind(thread_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     already += 1;
                     continue;
                 }
@@ -1137,6 +1187,24 @@ impl Store {
             PurgedMail { messages, threads }
         });
         Ok(out)
+    }
+
+    /// The Message-ID header of every message stored from `grant`, one entry
+    /// per stored row (duplicates would show twice; `None`: no Message-ID),
+    /// sorted. For audits and tests of "exactly the candidate mail".
+    pub async fn grant_message_ids(
+        &self,
+        grant: GrantId,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let ids: Vec<Option<String>> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "SELECT message_id_header FROM mail_messages WHERE grant_id = $1 ORDER BY message_id_header, id"
+        )
+        .bind(grant.get())
+        .fetch_all(pool)
+        .await
+        })?;
+        Ok(ids)
     }
 
     /// The InMail between `recruiter` (`None`: inbound and authorless InMail)

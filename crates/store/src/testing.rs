@@ -168,6 +168,24 @@ impl TestDb {
         self.store.clone()
     }
 
+    /// How another process (the `hirewire` binary under test) opens this
+    /// database: `DATABASE_URL` for PostgreSQL (the test schema selected
+    /// through the URL's `options[search_path]`), or `--data-dir` for SQLite
+    /// (the directory holding `hirewire.db`).
+    pub fn for_another_process(&self) -> ProcessDb {
+        match &self.guard.place {
+            Place::Sqlite { path, .. } => ProcessDb::DataDir(
+                path.parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default(),
+            ),
+            Place::Postgres { url, schema } => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                ProcessDb::DatabaseUrl(format!("{url}{sep}options[search_path]={schema}"))
+            }
+        }
+    }
+
     /// A second, independent [`Store`] (its own pool) on the same database
     /// and schema, as another server instance would have.
     pub async fn open_another(&self) -> Result<Store, StoreError> {
@@ -180,6 +198,15 @@ impl TestDb {
             }
         }
     }
+}
+
+/// See [`TestDb::for_another_process`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessDb {
+    /// Pass as `--data-dir` (SQLite).
+    DataDir(PathBuf),
+    /// Pass as `DATABASE_URL` (PostgreSQL).
+    DatabaseUrl(String),
 }
 
 /// Same as [`TestDb::new`].
