@@ -165,6 +165,13 @@ struct ServeArgs {
     /// Days of mail the first sync of a mailbox reads back.
     #[arg(long, env = "HIREWIRE_SYNC_WINDOW_DAYS", default_value_t = 365)]
     sync_window_days: u32,
+    /// Messages listed per page while a mailbox's history is read (each page is stored with its cursor).
+    #[arg(long, env = "HIREWIRE_SYNC_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
+    sync_page_size: u32,
+    /// Seconds a worker holds a mailbox's sync step before another instance may take it over (a crashed
+    /// instance's mailboxes resume after this).
+    #[arg(long, env = "HIREWIRE_SYNC_LEASE_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    sync_lease_secs: u64,
     /// Database connections in the pool.
     #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
@@ -425,6 +432,8 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.sync.workers = args.sync_workers;
     config.sync.incremental_interval = Duration::from_secs(args.sync_interval_secs.max(1));
     config.sync.window_days = args.sync_window_days.max(1);
+    config.sync.page_size = args.sync_page_size;
+    config.sync.lease = Duration::from_secs(args.sync_lease_secs);
     if let Some(base) = &args.provider_base_url {
         config.provider_endpoints = hirewire_providers::Endpoints::all_at(base.as_str());
         tracing::warn!(%base, "provider endpoints point at a sandbox, not Microsoft or Google");
