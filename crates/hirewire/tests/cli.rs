@@ -261,6 +261,8 @@ fn help_lists_every_serve_flag_with_its_environment_variable() {
         "--secrets-key-file",
         "--generate-key",
         "--data-dir",
+        "--sync-page-size",
+        "--sync-lease-secs",
     ] {
         assert!(help.contains(flag), "{flag} in help");
     }
@@ -271,6 +273,8 @@ fn help_lists_every_serve_flag_with_its_environment_variable() {
         "HIREWIRE_PORT",
         "HIREWIRE_LOG_FORMAT",
         "HIREWIRE_DATA_DIR",
+        "HIREWIRE_SYNC_PAGE_SIZE",
+        "HIREWIRE_SYNC_LEASE_SECS",
     ] {
         assert!(help.contains(var), "{var} in help");
     }
