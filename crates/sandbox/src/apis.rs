@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::faults::Family;
 use crate::flow::fault_gate;
+use crate::quota;
 use crate::scenario::Provider;
 use crate::scopes;
 use crate::state::User;
@@ -210,28 +211,28 @@ pub async fn call(
     };
     let email = principal.user.email.clone();
     app.count(endpoint, Some(&email));
-    let _slot = if family == Family::Graph {
-        match app.enter_mailbox(&email) {
-            Some(g) => Some(g),
-            None => {
-                app.count_outcome(endpoint, false);
-                let secs = app.read(|s| s.settings.graph_retry_after_secs);
-                return crate::wire::with_retry_after(
-                    graph_error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "ApplicationThrottled",
-                        "Application is over its MailboxConcurrency limit.",
-                        headers,
-                        app.now(),
-                    ),
-                    Some(secs),
-                );
-            }
-        }
-    } else {
-        None
+    quota::record_request(app, family, &email);
+    let r = admitted(app, endpoint, family, &principal, headers, needs, handler).await;
+    quota::record_status(app, family, &email, r.status());
+    r
+}
+
+/// The part of [`call`] after authentication: quotas, faults, scopes, the handler.
+async fn admitted(
+    app: &App,
+    endpoint: &str,
+    family: Family,
+    principal: &Principal,
+    headers: &HeaderMap,
+    needs: Needs<'_>,
+    handler: impl FnOnce(&Principal) -> Response,
+) -> Response {
+    let email = principal.user.email.as_str();
+    let _slot = match quota::enter(app, family, endpoint, email, headers) {
+        Ok(slot) => slot,
+        Err(r) => return r,
     };
-    if let Some(r) = fault_gate(app, endpoint, Some(&email), headers).await {
+    if let Some(r) = fault_gate(app, endpoint, Some(email), headers).await {
         return r;
     }
     match needs {
@@ -255,16 +256,12 @@ pub async fn call(
             }
         }
     }
-    if family == Family::Gmail && !app.charge_gmail(&email, endpoint) {
-        app.count_outcome(endpoint, false);
-        return google_api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rateLimitExceeded",
-            "usageLimits",
-            "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' of service 'gmail.googleapis.com' for consumer 'project_number:1234567890'.",
-        );
+    if family == Family::Gmail
+        && let Err(r) = quota::charge_gmail(app, endpoint, email)
+    {
+        return r;
     }
-    handler(&principal)
+    handler(principal)
 }
 
 /// Google's `alt` parameter: only `json` (the client libraries send it on every call).

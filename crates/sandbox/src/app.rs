@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -36,6 +36,9 @@ pub struct Counters {
     pub endpoints: BTreeMap<String, EndpointCount>,
     /// Gmail quota units charged per user since the last reset.
     pub gmail_units: BTreeMap<String, u64>,
+    /// Per provider API (`graph`, `gmail`, `calendar`) and user: requests, 429s, quota refusals, units, peak
+    /// rates (see [`crate::quota`]).
+    pub providers: BTreeMap<String, crate::quota::ProviderCount>,
 }
 
 /// What a pending sign-in page is for.
@@ -79,10 +82,8 @@ pub struct Runtime {
     pub counters: Counters,
     /// Pending sign-ins by id.
     pub pending: HashMap<String, Pending>,
-    /// Gmail quota window per user: (minute, units used).
-    pub gmail_window: HashMap<String, (i64, u64)>,
-    /// Graph in-flight requests per mailbox.
-    pub inflight: HashMap<String, u32>,
+    /// Quota buckets, windows and in-flight requests.
+    pub quota: crate::quota::QuotaBook,
 }
 
 pub(crate) struct Inner {
@@ -93,6 +94,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub clock_offset: AtomicI64,
     pub state_file: Option<PathBuf>,
+    pub push: Mutex<crate::push::PushBook>,
+    pub push_wake: tokio::sync::Notify,
+    pub push_active: AtomicBool,
 }
 
 /// Cheap-to-clone handle on everything the handlers share.
@@ -109,12 +113,21 @@ impl App {
             clock,
             clock_offset: AtomicI64::new(0),
             state_file,
+            push: Mutex::new(crate::push::PushBook::default()),
+            push_wake: tokio::sync::Notify::new(),
+            push_active: AtomicBool::new(false),
         }))
     }
 
     /// Now, in unix seconds (the injected clock plus any offset set through the control API).
     pub fn now(&self) -> i64 {
         self.0.clock.now().as_second() + self.0.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Now, in unix nanoseconds on the same clock as [`App::now`] (quota buckets and rate windows).
+    pub fn now_nanos(&self) -> i64 {
+        let ns = self.0.clock.now().as_nanosecond() as i64;
+        ns + self.0.clock_offset.load(Ordering::Relaxed) * 1_000_000_000
     }
 
     /// Moves the sandbox's notion of time forward by `secs`.
@@ -147,14 +160,48 @@ impl App {
         r
     }
 
-    /// Uses the mailboxes (runtime-only; see [`crate::mailbox`]).
+    /// Uses the mailboxes (runtime-only; see [`crate::mailbox`]). Wakes the push dispatcher when anything
+    /// subscribes to mailbox changes, so every change (control API, send, delete) is noticed in one place.
     pub fn mail<R>(&self, f: impl FnOnce(&mut Mailboxes) -> R) -> R {
-        f(&mut self.0.mail.lock().expect("mail lock"))
+        let r = f(&mut self.0.mail.lock().expect("mail lock"));
+        if self.0.push_active.load(Ordering::Relaxed) {
+            self.0.push_wake.notify_one();
+        }
+        r
     }
 
-    /// Uses the calendars (runtime-only; see [`crate::calendar`]).
+    /// Uses the push state (subscriptions, watches, topics, deliveries; see [`crate::push`]).
+    pub fn push<R>(&self, f: impl FnOnce(&mut crate::push::PushBook) -> R) -> R {
+        let mut book = self.0.push.lock().expect("push lock");
+        let r = f(&mut book);
+        self.0
+            .push_active
+            .store(book.is_active(), Ordering::Relaxed);
+        r
+    }
+
+    /// Wakes the push dispatcher.
+    pub(crate) fn push_wake(&self) -> &tokio::sync::Notify {
+        &self.0.push_wake
+    }
+
+    /// Uses the calendars (runtime-only; see [`crate::calendar`]); wakes the push dispatcher like [`App::mail`].
     pub fn cal<R>(&self, f: impl FnOnce(&mut Calendars) -> R) -> R {
-        f(&mut self.0.cal.lock().expect("calendar lock"))
+        let r = f(&mut self.0.cal.lock().expect("calendar lock"));
+        if self.0.push_active.load(Ordering::Relaxed) {
+            self.0.push_wake.notify_one();
+        }
+        r
+    }
+
+    /// Reads the mailboxes without waking the push dispatcher (the dispatcher itself).
+    pub(crate) fn mail_quiet<R>(&self, f: impl FnOnce(&Mailboxes) -> R) -> R {
+        f(&self.0.mail.lock().expect("mail lock"))
+    }
+
+    /// Reads the calendars without waking the push dispatcher.
+    pub(crate) fn cal_quiet<R>(&self, f: impl FnOnce(&Calendars) -> R) -> R {
+        f(&self.0.cal.lock().expect("calendar lock"))
     }
 
     /// Uses the runtime-only state.
@@ -193,67 +240,9 @@ impl App {
         });
     }
 
-    /// Charges Gmail quota units to a user; false when the per-minute budget is spent.
-    pub fn charge_gmail(&self, user: &str, method: &str) -> bool {
-        let (cost, budget) = self.read(|s| {
-            (
-                s.settings.gmail_cost(method),
-                s.settings.gmail_user_budget(),
-            )
-        });
-        let minute = self.now().div_euclid(60);
-        self.rt(|rt| {
-            let w = rt
-                .gmail_window
-                .entry(user.to_string())
-                .or_insert((minute, 0));
-            if w.0 != minute {
-                *w = (minute, 0);
-            }
-            if w.1 + cost > budget {
-                return false;
-            }
-            w.1 += cost;
-            *rt.counters.gmail_units.entry(user.to_string()).or_default() += cost;
-            true
-        })
-    }
-
-    /// Takes one of a mailbox's concurrent-request slots; `None` when all are busy.
-    pub fn enter_mailbox(&self, user: &str) -> Option<InflightGuard> {
-        let limit = self.read(|s| s.settings.graph_mailbox_concurrency);
-        self.rt(|rt| {
-            let n = rt.inflight.entry(user.to_string()).or_default();
-            if *n >= limit {
-                return None;
-            }
-            *n += 1;
-            Some(InflightGuard {
-                app: self.clone(),
-                user: user.to_string(),
-            })
-        })
-    }
-
     /// The provider of a client, if registered.
     pub fn client_provider(&self, client_id: &str) -> Option<Provider> {
         self.read(|s| s.client(client_id).map(|c| c.provider))
-    }
-}
-
-/// Holds a mailbox concurrency slot until dropped.
-pub struct InflightGuard {
-    app: App,
-    user: String,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.app.rt(|rt| {
-            if let Some(n) = rt.inflight.get_mut(&self.user) {
-                *n = n.saturating_sub(1);
-            }
-        });
     }
 }
 

@@ -341,7 +341,7 @@ async fn counters(State(app): State<App>) -> Reply {
 async fn reset_counters(State(app): State<App>) -> Reply {
     app.rt(|rt| {
         rt.counters = Default::default();
-        rt.gmail_window.clear();
+        rt.quota.reset();
     });
     ok(json!({"ok": true}))
 }

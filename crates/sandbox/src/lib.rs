@@ -10,7 +10,7 @@
 //! | `accounts.google.com` | `/o/oauth2/v2/auth` |
 //! | `oauth2.googleapis.com` | `/token`, `/revoke`, `/tokeninfo` |
 //! | `gmail.googleapis.com` | `/gmail/v1/...` |
-//! | `www.googleapis.com` | `/calendar/v3/...`, `/batch/calendar/v3` |
+//! | `www.googleapis.com` | `/calendar/v3/...`, `/batch/calendar/v3`, `/oauth2/v3/certs` (push JWT keys) |
 //! | (the sandbox itself) | `/_sandbox/...` control API and sign-in form targets |
 
 // Handlers return a ready `Response` as their error: that is the axum idiom, and the size does not matter here.
@@ -34,6 +34,10 @@ pub mod mailgen;
 pub mod mailview;
 pub mod ms_identity;
 pub mod pages;
+pub mod push;
+pub mod push_api;
+pub mod push_control;
+pub mod quota;
 pub mod scenario;
 pub mod scopes;
 pub mod send_api;
@@ -154,6 +158,8 @@ pub fn router(app: App) -> Router {
         .merge(calendar_control::routes())
         .merge(control::routes())
         .merge(mail_control::routes())
+        .merge(push_api::routes())
+        .merge(push_control::routes())
         .merge(flow::routes())
         .merge(send_api::routes())
         .fallback(apis::fallback)
@@ -197,17 +203,20 @@ impl Sandbox {
         }
         let listener = tokio::net::TcpListener::bind(cfg.bind).await?;
         let addr = listener.local_addr()?;
+        let dispatcher = push::spawn_dispatcher(app.clone());
         let svc = router(app.clone()).map_request(normalize);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(
+            let served = axum::serve(
                 listener,
                 axum::ServiceExt::<Request>::into_make_service(svc),
             )
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })
-            .await
+            .await;
+            dispatcher.abort();
+            served
         });
         tracing::info!(%addr, "sandbox listening");
         Ok(SandboxHandle {

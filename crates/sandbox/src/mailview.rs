@@ -114,7 +114,8 @@ pub struct GraphOpts {
     pub odata_type: bool,
 }
 
-fn change_key(v: &MsgView) -> String {
+/// Graph `changeKey` of a message version.
+pub(crate) fn change_key(v: &MsgView) -> String {
     let mut b = b"CQAAABYAAA".to_vec();
     b.extend_from_slice(&v.seq.to_be_bytes());
     b.extend_from_slice(&v.version.to_be_bytes());

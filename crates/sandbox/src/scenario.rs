@@ -196,12 +196,32 @@ pub struct Settings {
     pub pending_login_lifetime_secs: i64,
     /// Gmail cost model.
     pub gmail_quota_model: GmailQuotaModel,
-    /// Overrides of the per-user per-minute Gmail unit budget.
+    /// Per-user Gmail budget in units per minute, enforced as a token bucket refilled at a sixtieth of it per
+    /// second that holds at most a minute's worth (`quotas` on and unset: the model's budget).
     pub gmail_units_per_user_per_minute: Option<u64>,
+    /// Per-user Gmail budget in units per second (a token bucket refilled at this rate); takes precedence over
+    /// the per-minute budget. Its bucket holds `gmail_burst_units` (default: one second's worth).
+    pub gmail_units_per_user_per_second: Option<f64>,
+    /// How many units a full Gmail bucket holds (default: a minute's or a second's worth, as above).
+    pub gmail_burst_units: Option<f64>,
+    /// [O] The error a call over the Gmail budget gets: `"rateLimitExceeded"` (429, "Quota exceeded for quota
+    /// metric 'Queries' …") or `"userRateLimitExceeded"` (403 "User Rate Limit Exceeded"). Neither carries
+    /// `Retry-After` (Google documents none for Gmail).
+    pub gmail_quota_error: String,
     /// Overrides of Gmail method costs, keyed by discovery method id (`gmail.users.messages.get`).
     pub gmail_method_costs: BTreeMap<String, u64>,
-    /// Graph (Outlook) concurrent requests per mailbox before `ApplicationThrottled` (real: 4).
-    pub graph_mailbox_concurrency: u32,
+    /// Turns on every provider limit left unset at its documented value (Graph: 4 concurrent requests and
+    /// 10,000 requests per 10 minutes per mailbox; Gmail: the model's units per user per minute). Off by default:
+    /// then only the limits set explicitly apply.
+    pub quotas: bool,
+    /// Graph (Outlook) concurrent requests per mailbox before `ApplicationThrottled` (real: 4; `quotas` on and
+    /// unset: 4; otherwise unlimited).
+    pub graph_mailbox_concurrency: Option<u32>,
+    /// Graph requests per mailbox per `graph_mailbox_window_secs` (real: 10,000 per 600 s; `quotas` on and
+    /// unset: 10,000; otherwise unlimited).
+    pub graph_mailbox_requests_per_window: Option<u64>,
+    /// The window of `graph_mailbox_requests_per_window`, in seconds of sandbox time.
+    pub graph_mailbox_window_secs: u64,
     /// `Retry-After` seconds sent with Graph concurrency throttling.
     pub graph_retry_after_secs: u64,
     /// [U] Format of Graph names in the Microsoft token `scope`.
@@ -232,6 +252,29 @@ pub struct Settings {
     /// original event, nothing created), `"conflict"` (409 `ErrorDuplicateTransactionId`) or `"ignore"` (a
     /// second event is created).
     pub graph_transaction_id_repeat: String,
+    /// [D ⚠] Maximum lifetime of an Outlook message/event subscription, in minutes (stored docs: 4,230; newer
+    /// docs: 10,080).
+    pub graph_subscription_max_minutes: i64,
+    /// [U] What a subscription asking for more than the maximum gets: capped (false) or 400 (true).
+    pub graph_subscription_reject_over_max: bool,
+    /// How long the validation call may take before the subscription is refused (real: about 10 s). Real time.
+    pub graph_validation_timeout_ms: u64,
+    /// How long one notification POST (Graph or Pub/Sub push) may take before it counts as failed. Real time.
+    pub push_timeout_ms: u64,
+    /// First retry delay after a failed notification; doubled per attempt up to `push_retry_max_ms`. Real time.
+    pub push_retry_initial_ms: u64,
+    /// Longest retry delay. Real time.
+    pub push_retry_max_ms: u64,
+    /// Attempts per notification batch, the first included, before it is given up.
+    pub push_max_attempts: u32,
+    /// [D] Graph gives up retrying a notification this long (sandbox time) after the first attempt (4 h).
+    pub graph_notification_retry_secs: i64,
+    /// [D] Pub/Sub keeps retrying a push this long (sandbox time): the default message retention, 7 days.
+    pub pubsub_retry_secs: i64,
+    /// [D] Lifetime of a Gmail `users.watch` (7 days).
+    pub gmail_watch_lifetime_secs: i64,
+    /// [O ⚠] Send `historyId` in the push data as a JSON number (false: a string, as PROVIDERS.md §6.6 shows).
+    pub gmail_push_history_id_as_number: bool,
 }
 
 impl Default for Settings {
@@ -246,8 +289,14 @@ impl Default for Settings {
             pending_login_lifetime_secs: 3600,
             gmail_quota_model: GmailQuotaModel::Legacy,
             gmail_units_per_user_per_minute: None,
+            gmail_units_per_user_per_second: None,
+            gmail_burst_units: None,
+            gmail_quota_error: "rateLimitExceeded".into(),
             gmail_method_costs: BTreeMap::new(),
-            graph_mailbox_concurrency: 4,
+            quotas: false,
+            graph_mailbox_concurrency: None,
+            graph_mailbox_requests_per_window: None,
+            graph_mailbox_window_secs: 600,
             graph_retry_after_secs: 1,
             ms_scope_format: MsScopeFormat::Short,
             ms_cancel_error_subcode: true,
@@ -262,6 +311,17 @@ impl Default for Settings {
             graph_delta_expired_status: 410,
             graph_delta_expired_code: "SyncStateNotFound".into(),
             graph_transaction_id_repeat: "original".into(),
+            graph_subscription_max_minutes: 4230,
+            graph_subscription_reject_over_max: false,
+            graph_validation_timeout_ms: 10_000,
+            push_timeout_ms: 10_000,
+            push_retry_initial_ms: 1_000,
+            push_retry_max_ms: 60_000,
+            push_max_attempts: 8,
+            graph_notification_retry_secs: 4 * 3600,
+            pubsub_retry_secs: 7 * 86_400,
+            gmail_watch_lifetime_secs: 7 * 86_400,
+            gmail_push_history_id_as_number: false,
         }
     }
 }

@@ -286,8 +286,16 @@ async fn gmail_quota_is_charged_per_user_per_minute() {
 }
 
 #[tokio::test]
-async fn graph_allows_only_four_concurrent_requests_per_mailbox() {
+async fn graph_allows_only_four_concurrent_requests_per_mailbox_once_quotas_are_on() {
     let t = start().await;
+    let (st, _) = t
+        .control(
+            Method::PATCH,
+            "/_sandbox/settings",
+            Some(json!({"quotas": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
     let adele = graph_token(&t, "adele@acme.example").await;
     let ben = graph_token(&t, "ben@acme.example").await;
     arm(
