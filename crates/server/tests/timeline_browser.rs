@@ -1,17 +1,17 @@
 //! Hostile email HTML on the candidate page, in headless Chromium (SQLite):
-//! an XSS corpus, sanitized for storage by the mail core as the sync engine
-//! does, runs no script (a `window.__pwned` sentinel and a beacon server) and
+//! an XSS corpus, sent as real mail into the recruiter's sandbox mailbox and
+//! synced from there (the mail core sanitizes it for storage), runs no script (a `window.__pwned` sentinel and a beacon server) and
 //! fetches nothing remote, before and after "show images".
 
 use std::sync::{Arc, Mutex};
 
 use fantoccini::Locator;
-use hirewire_server::testing::{RECRUITER, TestApp};
+use hirewire_server::sync;
+use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
 use hirewire_store::testing::TestDb;
-use hirewire_store::{
-    Backend, CapabilityKind, Direction, GrantStatus, MailAddress, NewGrant, NewMailMessage,
-    PageProgress, ProviderChoice, SyncPhase,
-};
+use hirewire_store::{AccessLevelSetting, Backend, CapabilityKind};
+use reqwest::Method;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback HTTP server that records every request's path and answers
@@ -103,10 +103,13 @@ async fn top_sentinel(b: &fantoccini::Client) -> serde_json::Value {
 #[tokio::test]
 async fn hostile_email_html_runs_no_script_and_fetches_nothing_remote() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let app = TestApp::start(&db).await;
+    let world = World::start(&db).await;
+    let app = &world.app;
     let org = app.org("Acme Talent", &["acme.example"]).await;
-    let riley = app
-        .user(org, "riley@acme.example", RECRUITER, "riley-password")
+    app.user(org, "riley@acme.example", RECRUITER, "riley-password")
+        .await;
+    world
+        .use_provider(org, "microsoft", None, AccessLevelSetting::SendAndView)
         .await;
     let email = hirewire_domain::email::EmailAddress::parse("ada@cand.example").unwrap();
     let cand = app
@@ -115,72 +118,63 @@ async fn hostile_email_html_runs_no_script_and_fetches_nothing_remote() {
         .await
         .unwrap()
         .id;
-    let grant = app
-        .store
-        .put_grant(
-            &NewGrant {
-                org_id: org,
-                user_id: riley.id,
-                capability: CapabilityKind::Inbox,
-                provider: ProviderChoice::Microsoft,
-                status: GrantStatus::Active,
-                status_reason: None,
-                account_address: None,
-                scopes: "Mail.Read",
-                permission_version: 1,
-                legacy: false,
-                access_token_sealed: None,
-                refresh_token_sealed: None,
-                access_expires_at: None,
-            },
-            app.now(),
+    // The corpus arrives as real mail in the recruiter's sandbox mailbox
+    // (HTML body, hostile display name and subject) and is synced from there.
+    let mailbox = "adele@acme.example";
+    let (port, hits) = beacon().await;
+    let raw = format!(
+        "From: \"Ada <script>window.top.__pwned=1</script>\" <ada@cand.example>\r\n\
+         To: {mailbox}\r\n\
+         Subject: <img src=x onerror=window.__pwned=1> Your application\r\n\
+         Message-ID: <hostile@cand.example>\r\n\
+         Date: Sun, 03 Jan 2027 10:00:00 +0000\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\r\n{}",
+        corpus(port).replace('\n', "\r\n")
+    );
+    world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{mailbox}/messages"),
+            Some(json!({"raw": raw, "received_at": "2027-01-03T10:00:00Z"})),
         )
+        .await;
+    let client = app.signed_in("riley@acme.example", "riley-password").await;
+    match world
+        .authorize(
+            &client,
+            "/settings/email-calendar/inbox/authorize",
+            &[],
+            mailbox,
+            Answer::AcceptAll,
+        )
+        .await
+    {
+        Landing::Redirect(url) => {
+            client.get(url).send().await.unwrap();
+        }
+        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
+    }
+    sync::run_until_idle(&app.state, "w1", 20).await;
+    let riley = app
+        .store
+        .user_by_email_key(&hirewire_domain::email::AddressKey::of(
+            "riley@acme.example",
+        ))
         .await
         .unwrap()
-        .id;
-    let (port, hits) = beacon().await;
-    let stored = hirewire_mail::sanitize_for_storage(&corpus(port));
-    let message = NewMailMessage {
-        provider_message_id: "hostile-1".into(),
-        thread_key: "hostile@cand.example".into(),
-        message_id_header: Some("<hostile@cand.example>".into()),
-        direction: Direction::Inbound,
-        from: MailAddress {
-            name: Some("Ada <script>window.top.__pwned=1</script>".into()),
-            address: "ada@cand.example".into(),
-        },
-        to: vec![MailAddress {
-            name: None,
-            address: "riley@acme.example".into(),
-        }],
-        cc: vec![],
-        subject: Some("<img src=x onerror=window.__pwned=1> Your application".into()),
-        sent_at: app.now() - jiff::SignedDuration::from_mins(5),
-        snippet: "Hello from Ada".into(),
-        body_html_sanitized: Some(stored),
-        body_text: None,
-        attachments: vec![],
-        candidates: vec![cand],
-    };
-    let state = app
+        .unwrap();
+    let grant = app
         .store
-        .start_mail_sync(
-            grant,
-            app.now() - jiff::SignedDuration::from_hours(24),
-            app.now(),
-        )
+        .grant(riley.id, CapabilityKind::Inbox)
         .await
+        .unwrap()
         .unwrap();
-    let progress = PageProgress {
-        phase: SyncPhase::Backfill,
-        backfill_cursor: Some("end"),
-        incremental_cursor: None,
-        seen: 1,
-    };
-    app.store
-        .store_page(grant, state.version, &[message], &progress, app.now())
-        .await
-        .unwrap();
+    assert_eq!(
+        app.store.grant_message_ids(grant.id).await.unwrap(),
+        vec![Some("hostile@cand.example".to_owned())],
+        "the hostile mail was synced from the sandbox"
+    );
 
     let b = hirewire_testkit::browser().await;
     b.goto(&app.at("/sign-in")).await.unwrap();
