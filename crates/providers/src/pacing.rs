@@ -400,6 +400,9 @@ impl PaceKey {
 pub enum Op {
     /// One Graph request (1 unit).
     Graph,
+    /// A Graph `$batch` of `count` requests: each counts against the mailbox on its own (`count` units), and Outlook
+    /// runs up to 4 of them at once, so it takes up to that many of the mailbox's slots.
+    GraphBatch(u32),
     /// `count` calls of a Gmail method (a batch of `count` parts costs `count` calls).
     Gmail(GmailMethod, u32),
     /// One Google Calendar request (1 unit).
@@ -410,7 +413,7 @@ impl Op {
     /// The API it counts against.
     pub fn service(self) -> Service {
         match self {
-            Op::Graph => Service::Graph,
+            Op::Graph | Op::GraphBatch(_) => Service::Graph,
             Op::Gmail(..) => Service::Gmail,
             Op::GoogleCalendar => Service::GoogleCalendar,
         }
@@ -770,6 +773,7 @@ impl Pacer {
             Op::Gmail(method, count) => {
                 self.inner.config.gmail_costs.cost(method) * u64::from(count)
             }
+            Op::GraphBatch(count) => u64::from(count.max(1)),
             Op::Graph | Op::GoogleCalendar => 1,
         }
     }
@@ -828,11 +832,25 @@ impl Pacer {
                 self.lane(&mut lanes, key, service).slots.clone()
             };
             let slot = match slots {
-                Some(s) => Some(
-                    s.acquire_owned()
-                        .await
-                        .expect("the semaphore is never closed"),
-                ),
+                Some(s) => {
+                    let want = match op {
+                        Op::GraphBatch(count) => {
+                            let limit = self
+                                .inner
+                                .config
+                                .graph
+                                .max_concurrent_per_mailbox
+                                .unwrap_or(1);
+                            count.clamp(1, u32::try_from(limit).unwrap_or(u32::MAX))
+                        }
+                        _ => 1,
+                    };
+                    Some(
+                        s.acquire_many_owned(want)
+                            .await
+                            .expect("the semaphore is never closed"),
+                    )
+                }
                 None => None,
             };
             // A throttling answer may have come while this request waited for its slot.
