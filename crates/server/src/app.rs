@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(integration_pages::routes())
         .merge(crate::timeline::routes())
         .merge(crate::booking_pages::routes())
+        .merge(crate::scheduler_pages::routes())
         .nest("/api/v1", api::routes().merge(crate::scheduling_api::routes()))
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))

@@ -18,6 +18,7 @@ pub mod error;
 pub mod integration_pages;
 pub mod integrations;
 pub mod pages;
+pub mod scheduler_pages;
 pub mod scheduling;
 pub mod scheduling_api;
 pub mod sync;

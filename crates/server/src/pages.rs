@@ -497,11 +497,14 @@ struct CandidatePage {
     sandbox: &'static str,
     draft: String,
     body_error: Option<String>,
+    scheduler: crate::scheduler_pages::SchedulerCard,
 }
 
 #[derive(Deserialize)]
 struct CandidateQuery {
     before: Option<String>,
+    /// A Scheduler action's outcome, shown once on the Schedule card.
+    scheduling: Option<String>,
 }
 
 async fn candidate_page(
@@ -515,6 +518,7 @@ async fn candidate_page(
         &viewer,
         &id,
         q.before.as_deref(),
+        q.scheduling.as_deref(),
         String::new(),
         None,
     )
@@ -527,6 +531,7 @@ async fn render_candidate(
     viewer: &Viewer,
     id: &str,
     before: Option<&str>,
+    scheduling: Option<&str>,
     draft: String,
     body_error: Option<String>,
 ) -> Result<(StatusCode, Response), PageError> {
@@ -538,6 +543,7 @@ async fn render_candidate(
         .await?
         .ok_or_else(PageError::not_found)?;
     let timeline = crate::timeline::load(state, viewer, id, &candidate.name, before).await?;
+    let scheduler = crate::scheduler_pages::card(state, viewer, id, scheduling).await?;
     let status = if body_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -557,6 +563,7 @@ async fn render_candidate(
         sandbox: hirewire_mail::IFRAME_SANDBOX,
         draft,
         body_error,
+        scheduler,
     };
     Ok((status, html(&page)?))
 }
@@ -575,7 +582,8 @@ async fn write_inmail(
     match users::validate_inmail_body(&form.body) {
         Err(msg) => {
             let (status, page) =
-                render_candidate(&state, &viewer, &id, None, form.body.clone(), Some(msg)).await?;
+                render_candidate(&state, &viewer, &id, None, None, form.body.clone(), Some(msg))
+                    .await?;
             Ok((status, page).into_response())
         }
         Ok(body) => {

@@ -354,6 +354,11 @@ async fn book_reschedule_and_cancel_one_interview(db: TestDb, provider: &str) {
     let ics = ics.replace("\r\n ", "").replace("\n ", "");
     assert!(ics.contains(&format!("UID:{uid}")), "{ics}");
     assert!(ics.contains("DTSTART:20270106T120000Z"), "{ics}");
+    let parsed = parse_ics_independently(&ics);
+    assert_eq!(
+        parsed,
+        format!("{uid}|2027-01-06 12:00:00+00:00|2027-01-06 13:00:00+00:00|PUBLISH")
+    );
 
     // Cancel: the event is deleted and the candidate told.
     let (status, cancelled) = s.post(&format!("/booking/{token}/cancel"), json!({})).await;
@@ -521,6 +526,41 @@ both_backends! {
     }
 }
 
+/// Parses an .ics with Python's `icalendar` (set up by `./scripts/test`):
+/// "uid|start|end|method" of its one event.
+fn parse_ics_independently(ics: &str) -> String {
+    let python = std::env::var("HIREWIRE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import sys, icalendar\n\
+cal = icalendar.Calendar.from_ical(sys.stdin.buffer.read())\n\
+ev = [c for c in cal.walk('VEVENT')]\n\
+assert len(ev) == 1, ev\n\
+e = ev[0]\n\
+print(f\"{e['UID']}|{e.decoded('DTSTART')}|{e.decoded('DTEND')}|{cal['METHOD']}\")\n";
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{python}: {e}; run ./scripts/test, which sets up Python's icalendar")
+        });
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "icalendar (from ./scripts/test's venv) rejected the file: {}\n{ics}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Awaits every task (the test crate has no `futures` dependency).
 async fn futures_join<T: Send + 'static>(
     tasks: impl IntoIterator<Item = tokio::task::JoinHandle<T>>,
@@ -530,4 +570,193 @@ async fn futures_join<T: Send + 'static>(
         out.push(t.await.unwrap());
     }
     out
+}
+
+// ---- in a real browser (SQLite, one browser for this binary) -----------------------
+
+mod browser {
+    use super::*;
+    use fantoccini::Locator;
+    use hirewire_store::Backend;
+
+    async fn element(b: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+        b.wait()
+            .at_most(std::time::Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+    }
+
+    /// Clicks something that loads a new page, and waits until it has.
+    async fn follow(b: &fantoccini::Client, css: &str) {
+        let old = b.find(Locator::Css("html")).await.unwrap();
+        element(b, css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while old.tag_name().await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clicking {css} loaded no new page"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        element(b, "body").await;
+    }
+
+    async fn fill(b: &fantoccini::Client, css: &str, text: &str) {
+        let field = element(b, css).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn text(b: &fantoccini::Client, css: &str) -> String {
+        element(b, css).await.text().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_candidate_in_kolkata_books_from_the_recruiters_link_reschedules_and_cancels_in_the_browser()
+     {
+        let db = TestDb::new(Backend::Sqlite).await.unwrap();
+        let s = setup(&db, "microsoft").await;
+        let jo = s.candidate("Jo Candidate", "jo@candidates.example").await;
+        let b = hirewire_testkit::browser().await;
+
+        // The recruiter makes a phone-screen link on the candidate's page.
+        b.goto(&s.world.app.at("/sign-in")).await.unwrap();
+        fill(&b, "#email", "riley@talent.example").await;
+        fill(&b, "#password", "riley-password").await;
+        follow(&b, "#sign-in").await;
+        b.goto(&s.world.app.at(&format!("/candidates/{jo}")))
+            .await
+            .unwrap();
+        element(&b, "#meeting_kind")
+            .await
+            .select_by_value("phone_screen")
+            .await
+            .unwrap();
+        follow(&b, "#create-link").await;
+        assert!(text(&b, "#scheduler-notice").await.contains("Link created"));
+        let row = text(&b, "#scheduling-links").await;
+        assert!(row.contains("Sent, not opened yet"), "{row}");
+        let url = element(&b, ".link-url")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .expect("the link's URL");
+        assert!(url.starts_with(&s.world.app.url), "{url}");
+
+        // The candidate opens it; the zone is detected, and they pick Kolkata.
+        b.goto(&url).await.unwrap();
+        element(&b, "#tz-form").await;
+        element(&b, "#tz")
+            .await
+            .select_by_value("Asia/Kolkata")
+            .await
+            .unwrap();
+        follow(&b, "#tz-apply").await;
+        assert_eq!(
+            element(&b, "#tz")
+                .await
+                .prop("value")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("Asia/Kolkata")
+        );
+        // Monday 09:00 UTC now: the first free half hour is 10:00 Berlin = 14:30 Kolkata.
+        let first_day = element(&b, "#days a").await.attr("data-day").await.unwrap();
+        assert_eq!(first_day.as_deref(), Some("2027-01-04"));
+        let first_slot = element(&b, "#slots input[name=start]").await;
+        assert_eq!(
+            first_slot.attr("value").await.unwrap().as_deref(),
+            Some("2027-01-04T09:00:00Z")
+        );
+        assert!(
+            text(&b, "#slots").await.contains("14:30"),
+            "slots are shown in Kolkata time"
+        );
+        // The one after: a meeting starting this very minute could not be changed any more.
+        element(&b, "#slots input[value='2027-01-04T09:30:00Z']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        fill(&b, "#name", "Jo Candidate").await;
+        assert_eq!(
+            element(&b, "#email")
+                .await
+                .prop("value")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("jo@candidates.example"),
+            "prefilled"
+        );
+        fill(&b, "#phone", "+91 98765 43210").await;
+        fill(&b, "#note", "Calling from Bangalore").await;
+        follow(&b, "#book").await;
+        assert!(text(&b, "#booking-notice").await.contains("You're booked"));
+        let when = text(&b, "#booking-when").await;
+        assert!(
+            when.contains("15:00–15:30") && when.contains("Asia/Kolkata"),
+            "{when}"
+        );
+        assert!(
+            element(&b, "#ics")
+                .await
+                .attr("href")
+                .await
+                .unwrap()
+                .unwrap()
+                .ends_with("/invite.ics")
+        );
+        let events = s.events().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let uid = events[0]["ical_uid"].as_str().unwrap().to_owned();
+        let sequence = events[0]["sequence"].as_i64().unwrap();
+
+        // Reschedule to the next day's first time.
+        follow(&b, "#reschedule").await;
+        assert!(text(&b, "#current-booking").await.contains("15:00"));
+        follow(&b, "#days a[data-day='2027-01-05']").await;
+        element(&b, "#slots input[name=start]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        follow(&b, "#book").await;
+        assert!(text(&b, "#booking-notice").await.contains("moved"));
+        let events = s.events().await;
+        assert_eq!(events.len(), 1, "one event, moved: {events:?}");
+        assert_eq!(
+            events[0]["ical_uid"].as_str(),
+            Some(uid.as_str()),
+            "the same iCalUID"
+        );
+        assert_eq!(
+            events[0]["start"].as_str().map(ts),
+            Some(ts("2027-01-05T08:00:00Z"))
+        );
+        assert!(
+            events[0]["sequence"].as_i64().unwrap() > sequence,
+            "a higher sequence"
+        );
+
+        // Cancel: the event is gone.
+        element(&b, "#cancel-confirm").await.click().await.unwrap();
+        follow(&b, "#cancel").await;
+        assert!(text(&b, "#booking-notice").await.contains("cancelled"));
+        assert!(s.events().await.is_empty());
+
+        // The recruiter sees what happened.
+        b.goto(&s.world.app.at(&format!("/candidates/{jo}")))
+            .await
+            .unwrap();
+        let row = text(&b, "#scheduling-links").await;
+        assert!(row.contains("Booked") && row.contains("cancelled"), "{row}");
+    }
 }
