@@ -330,6 +330,13 @@ async fn backfill_then_a_reply_arrives(db: TestDb, provider: &str) {
     );
     let stored = s.stored().await;
     assert!(stored.contains(&reply), "the reply is on the timeline");
+    let token = s.world.app.api_token(&s.riley).await;
+    assert!(
+        timeline_message_ids(&s, &token, s.candidates[0])
+            .await
+            .contains(&reply),
+        "the reply is on the candidate's timeline in the API"
+    );
     assert!(
         s.conversations()
             .await
