@@ -26,6 +26,7 @@ pub mod pacing;
 pub mod push;
 pub mod scopes;
 pub mod secret;
+pub mod send;
 
 mod id_token;
 mod wire;
@@ -45,6 +46,7 @@ pub use mail::{Changes, MailReader, MessageRef, Page, PageCursor, RawMessage, Sy
 pub use pacing::{GmailCostModel, GmailMethod, PaceKey, Pacer, PacingConfig, Service};
 pub use push::{PushClient, PushConfig};
 pub use secret::Secret;
+pub use send::{FoundMessage, Lookup, MailSender, Outgoing, Rejection, SendError, Sent};
 
 /// The email and calendar provider an organization uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
