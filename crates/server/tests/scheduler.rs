@@ -760,3 +760,37 @@ mod browser {
         assert!(row.contains("Booked") && row.contains("cancelled"), "{row}");
     }
 }
+
+both_backends! {
+    async fn the_scheduling_settings_page_saves_what_the_recruiter_typed_or_says_what_is_wrong(db: TestDb) {
+        let s = setup(&db, "google").await;
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page = client.get(s.world.app.at("/settings/scheduling")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Only Microsoft 365 reports tentative events"), "the setting says where it applies");
+        let csrf = hirewire_server::testing::hidden_csrf(&page).unwrap();
+        let mut form = vec![
+            ("_csrf", csrf.as_str()), ("day1", "09:00-12:00, 13:00-17:00"), ("day3", "10:00-16:00"),
+            ("overrides", "2027-01-06 off\n2027-01-08 10:00-12:00"),
+            ("interview_offered", "on"), ("interview_duration", "45"), ("interview_before", "5"), ("interview_after", "10"),
+            ("interview_location", "address"), ("interview_address", "1 Main St, Berlin"),
+            ("notice_hours", "2"), ("no_same_day", "on"), ("horizon_days", "21"), ("max_per_day", "3"),
+        ];
+        let res = client.post(s.world.app.at("/settings/scheduling")).form(&form).send().await.unwrap();
+        assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+        let saved: Value = s.api().get("/me/scheduling-settings").send().await.unwrap().json().await.unwrap();
+        assert_eq!(saved["working_hours"].as_array().unwrap().len(), 3, "{saved}");
+        assert_eq!(saved["overrides"][0], json!({"date": "2027-01-06", "ranges": []}));
+        assert_eq!(saved["meeting_types"], json!([{"kind": "interview", "duration_minutes": 45, "before_buffer_minutes": 5, "after_buffer_minutes": 10, "location": {"address": "1 Main St, Berlin"}}]));
+        assert_eq!((saved["minimum_notice_minutes"].as_u64(), saved["no_same_day"].as_bool(), saved["max_per_day"].as_u64()), (Some(120), Some(true), Some(3)));
+        assert_eq!(saved["tentative_is_busy"], false, "unchecked");
+
+        form[1] = ("day1", "9-5");
+        form[5] = ("interview_duration", "200");
+        let res = client.post(s.world.app.at("/settings/scheduling")).form(&form).send().await.unwrap();
+        assert_eq!(res.status(), 422);
+        let page = res.text().await.unwrap();
+        assert!(page.contains("Nothing was saved") && page.contains("value=\"9-5\""), "the typed value is kept");
+        let unchanged: Value = s.api().get("/me/scheduling-settings").send().await.unwrap().json().await.unwrap();
+        assert_eq!(unchanged, saved);
+    }
+}
