@@ -248,18 +248,21 @@ pub fn spawn_dispatcher(app: App) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Sets the change cursors of `owner` to "now", unless something already watches it.
-pub(crate) fn start_cursors(app: &App, owner: &str) {
-    let mail_len = app.mail_quiet(|m| m.by_owner.get(owner).map(|mb| mb.changes.len()));
-    let cal_change = app.cal_quiet(|c| c.by_owner.get(owner).map(|cal| cal.change));
-    app.push(|p| {
-        p.mail_cursors
-            .entry(owner.to_string())
-            .or_insert(mail_len.unwrap_or(0));
-        p.cal_cursors
-            .entry(owner.to_string())
-            .or_insert(cal_change.unwrap_or(0));
-    });
+/// Where `owner`'s change logs stand now: (mailbox change count, calendar change counter).
+pub(crate) fn cursors_now(app: &App, owner: &str) -> (usize, u64) {
+    let mail = app.mail_quiet(|m| m.by_owner.get(owner).map_or(0, |mb| mb.changes.len()));
+    let cal = app.cal_quiet(|c| c.by_owner.get(owner).map_or(0, |cal| cal.change));
+    (mail, cal)
+}
+
+impl PushBook {
+    /// Starts watching `owner`'s changes from `at` (see [`cursors_now`]), unless something already does. Call it
+    /// in the same [`App::push`] as the insertion of the subscription or watch, so the dispatcher never sees one
+    /// without the other.
+    pub(crate) fn watch_from(&mut self, owner: &str, at: (usize, u64)) {
+        self.mail_cursors.entry(owner.to_string()).or_insert(at.0);
+        self.cal_cursors.entry(owner.to_string()).or_insert(at.1);
+    }
 }
 
 /// One mailbox or calendar change, with everything a notification needs.
@@ -275,11 +278,22 @@ struct Seen {
     deleted: bool,
 }
 
+/// News of one owner found by a dispatch pass.
+struct News {
+    owner: String,
+    mail: Vec<Seen>,
+    cal: Vec<Seen>,
+    mail_len: usize,
+    cal_change: u64,
+    history_id: Option<u64>,
+}
+
+/// One pass: reads every watched owner's changes past its cursors and starts their deliveries. Locks each store
+/// once per pass, so a pass costs O(owners + subscriptions + new changes).
 fn dispatch(app: &App) {
     let now = app.now();
-    // Who is watched, and from where.
-    let owners: Vec<(String, usize, u64)> = app.push(|p| {
-        let mut owners: Vec<String> = p
+    let cursors: BTreeMap<String, (Option<usize>, Option<u64>)> = app.push(|p| {
+        let owners: std::collections::BTreeSet<String> = p
             .subscriptions
             .values()
             .filter(|s| s.active(now))
@@ -291,26 +305,34 @@ fn dispatch(app: &App) {
                     .map(|w| w.owner.clone()),
             )
             .collect();
-        owners.sort();
-        owners.dedup();
         p.mail_cursors.retain(|o, _| owners.contains(o));
         p.cal_cursors.retain(|o, _| owners.contains(o));
         owners
             .into_iter()
             .map(|o| {
-                let mc = p.mail_cursors.get(&o).copied().unwrap_or(0);
-                let cc = p.cal_cursors.get(&o).copied().unwrap_or(0);
-                (o, mc, cc)
+                let c = (
+                    p.mail_cursors.get(&o).copied(),
+                    p.cal_cursors.get(&o).copied(),
+                );
+                (o, c)
             })
             .collect()
     });
-    for (owner, mail_cursor, cal_cursor) in owners {
-        let (mail_seen, mail_len, history_id) = app.mail_quiet(|m| {
-            let Some(mb) = m.by_owner.get(&owner) else {
-                return (Vec::new(), 0, None);
+    if cursors.is_empty() {
+        return;
+    }
+    let mut news: BTreeMap<String, News> = BTreeMap::new();
+    app.mail_quiet(|m| {
+        for (owner, (mail_cursor, _)) in &cursors {
+            let Some(mb) = m.by_owner.get(owner) else {
+                continue;
             };
             let len = mb.changes.len();
-            let from = if mail_cursor > len { len } else { mail_cursor };
+            // A missing cursor or a replaced mailbox (shorter log): start from now, never replay.
+            let from = mail_cursor.unwrap_or(len).min(len);
+            if from == len && mail_cursor.is_some_and(|c| c <= len) {
+                continue;
+            }
             let seen = mb.changes[from..]
                 .iter()
                 .map(|c| {
@@ -327,17 +349,34 @@ fn dispatch(app: &App) {
                         deleted: c.after.is_none(),
                     }
                 })
-                .collect::<Vec<_>>();
-            (seen, len, Some(mb.history_id))
-        });
-        let (cal_seen, cal_change) = app.cal_quiet(|c| {
-            let Some(cal) = c.by_owner.get(&owner) else {
-                return (Vec::new(), 0);
+                .collect();
+            news.insert(
+                owner.clone(),
+                News {
+                    owner: owner.clone(),
+                    mail: seen,
+                    cal: Vec::new(),
+                    mail_len: len,
+                    cal_change: 0,
+                    history_id: Some(mb.history_id),
+                },
+            );
+        }
+    });
+    app.cal_quiet(|c| {
+        for (owner, (_, cal_cursor)) in &cursors {
+            let Some(cal) = c.by_owner.get(owner) else {
+                continue;
             };
-            let seen = cal
+            // A missing cursor starts from now (the entry below records it), never replays.
+            let from = cal_cursor.unwrap_or(cal.change);
+            if cal.change <= from && cal_cursor.is_some() {
+                continue;
+            }
+            let seen: Vec<Seen> = cal
                 .events
                 .iter()
-                .filter(|e| e.change > cal_cursor)
+                .filter(|e| e.change > from)
                 .map(|e| Seen {
                     events: true,
                     before: None,
@@ -348,24 +387,42 @@ fn dispatch(app: &App) {
                     created: !e.cancelled && e.created_ms == e.updated_ms,
                     deleted: e.cancelled,
                 })
-                .collect::<Vec<_>>();
-            (seen, cal.change)
-        });
-        let (graph_jobs, gmail_job) = app.push(|p| {
-            p.mail_cursors.insert(owner.clone(), mail_len);
-            p.cal_cursors
-                .insert(owner.clone(), cal_change.max(cal_cursor));
-            let mut jobs = Vec::new();
-            let subs: Vec<Subscription> = p
-                .subscriptions
-                .values()
-                .filter(|s| s.owner == owner && s.active(now))
-                .cloned()
                 .collect();
-            for s in subs {
+            let n = news.entry(owner.clone()).or_insert_with(|| News {
+                owner: owner.clone(),
+                mail: Vec::new(),
+                cal: Vec::new(),
+                mail_len: 0,
+                cal_change: 0,
+                history_id: None,
+            });
+            n.cal = seen;
+            n.cal_change = cal.change;
+        }
+    });
+    if news.is_empty() {
+        return;
+    }
+    let (graph_jobs, gmail_jobs) = app.push(|p| {
+        let mut by_owner: HashMap<String, Vec<Subscription>> = HashMap::new();
+        for s in p.subscriptions.values().filter(|s| s.active(now)) {
+            if news.contains_key(&s.owner) {
+                by_owner.entry(s.owner.clone()).or_default().push(s.clone());
+            }
+        }
+        let mut graph_jobs = Vec::new();
+        let mut gmail_jobs = Vec::new();
+        for n in news.values() {
+            if n.history_id.is_some() {
+                p.mail_cursors.insert(n.owner.clone(), n.mail_len);
+            }
+            if n.cal_change > 0 {
+                p.cal_cursors.insert(n.owner.clone(), n.cal_change);
+            }
+            for s in by_owner.get(&n.owner).into_iter().flatten() {
                 let mut items = Vec::new();
-                for seen in mail_seen.iter().chain(cal_seen.iter()) {
-                    let Some(item) = notification_item(&s, seen) else {
+                for seen in n.mail.iter().chain(n.cal.iter()) {
+                    let Some(item) = notification_item(s, seen) else {
                         continue;
                     };
                     if p.take_drop() {
@@ -388,60 +445,59 @@ fn dispatch(app: &App) {
                     items.push(item);
                 }
                 for chunk in items.chunks(MAX_BATCH) {
-                    jobs.push((
+                    graph_jobs.push((
                         s.id.clone(),
                         s.notification_url.clone(),
                         json!({"value": chunk}),
                     ));
                 }
             }
-            let mut gmail = None;
-            if let (Some(w), Some(hid)) = (p.watches.get(&owner).cloned(), history_id)
-                && w.expiration > now
-                && mail_seen.iter().any(|seen| watch_matches(&w, seen))
-                && let Some(topic) = p.topics.get(&w.topic).cloned()
-            {
-                if p.take_drop() {
-                    p.record(Delivery {
-                        seq: 0,
-                        kind: "pubsub",
-                        target: owner.clone(),
-                        url: topic.push_endpoint.clone(),
-                        attempt: 0,
-                        at: now,
-                        status: None,
-                        error: None,
-                        latency_ms: 0,
-                        dropped: true,
-                        ok: false,
-                        body: json!({"emailAddress": owner, "historyId": hid.to_string()}),
-                    });
-                } else {
-                    gmail = Some((topic, hid));
-                }
+            let Some(hid) = n.history_id else {
+                continue;
+            };
+            let Some(w) = p.watches.get(&n.owner).cloned() else {
+                continue;
+            };
+            if w.expiration <= now || !n.mail.iter().any(|seen| watch_matches(&w, seen)) {
+                continue;
             }
-            (jobs, gmail)
+            let Some(topic) = p.topics.get(&w.topic).cloned() else {
+                continue;
+            };
+            if p.take_drop() {
+                p.record(Delivery {
+                    seq: 0,
+                    kind: "pubsub",
+                    target: n.owner.clone(),
+                    url: topic.push_endpoint.clone(),
+                    attempt: 0,
+                    at: now,
+                    status: None,
+                    error: None,
+                    latency_ms: 0,
+                    dropped: true,
+                    ok: false,
+                    body: json!({"emailAddress": n.owner, "historyId": hid.to_string()}),
+                });
+            } else {
+                gmail_jobs.push((n.owner.clone(), topic, hid));
+            }
+        }
+        (graph_jobs, gmail_jobs)
+    });
+    for (sub_id, url, body) in graph_jobs {
+        let app = app.clone();
+        tokio::spawn(async move {
+            deliver(&app, Target::Graph(sub_id), url, body).await;
         });
-        for (sub_id, url, body) in graph_jobs {
-            let app = app.clone();
-            tokio::spawn(async move {
-                deliver(&app, Target::Graph(sub_id), url, body).await;
-            });
-        }
-        if let Some((topic, hid)) = gmail_job {
-            let app = app.clone();
-            let body = pubsub_body(&app, &topic, &owner, hid);
-            let owner = owner.clone();
-            tokio::spawn(async move {
-                deliver(
-                    &app,
-                    Target::PubSub(owner, topic.clone()),
-                    topic.push_endpoint.clone(),
-                    body,
-                )
-                .await;
-            });
-        }
+    }
+    for (owner, topic, hid) in gmail_jobs {
+        let app = app.clone();
+        let body = pubsub_body(&app, &topic, &owner, hid);
+        tokio::spawn(async move {
+            let url = topic.push_endpoint.clone();
+            deliver(&app, Target::PubSub(owner, topic), url, body).await;
+        });
     }
 }
 

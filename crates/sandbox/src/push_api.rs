@@ -326,9 +326,12 @@ async fn create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         immutable_ids: GraphPrefer::parse(&headers).immutable,
         removed: false,
     };
-    push::start_cursors(&app, &sub.owner);
+    let from = push::cursors_now(&app, &sub.owner);
     let out = subscription_json(&sub, &link_base(&headers), true);
-    app.push(|b| b.subscriptions.insert(id, sub));
+    app.push(|b| {
+        b.watch_from(&sub.owner, from);
+        b.subscriptions.insert(id, sub)
+    });
     json_response(StatusCode::CREATED, out)
 }
 
@@ -549,8 +552,9 @@ async fn gmail_watch(
             .unwrap_or(p.user.history_id);
         let lifetime = app.read(|s| s.settings.gmail_watch_lifetime_secs);
         let expiration = app.now() + lifetime;
-        push::start_cursors(&app, &owner);
+        let from = push::cursors_now(&app, &owner);
         app.push(|b| {
+            b.watch_from(&owner, from);
             b.watches.insert(
                 owner.clone(),
                 Watch {

@@ -940,3 +940,31 @@ async fn gmail_push_history_id_can_be_sent_as_a_number() {
         serde_json::from_slice(&STANDARD.decode(s(&got.body["message"]["data"])).unwrap()).unwrap();
     assert!(data["historyId"].is_u64(), "{data}");
 }
+
+#[tokio::test]
+async fn a_new_subscription_hears_only_of_later_changes_and_can_ask_for_immutable_ids() {
+    let t = start().await;
+    let token = graph_token(&t).await;
+    for i in 0..3 {
+        inject(&t, ADELE, &format!("before {i}")).await;
+    }
+    let mut rx = receiver(Behaviour::default()).await;
+    let r = t
+        .http
+        .post(t.url("/v1.0/subscriptions"))
+        .bearer_auth(&token)
+        .header("Prefer", "IdType=\"ImmutableId\"")
+        .json(
+            &json!({"changeType": "created", "notificationUrl": rx.url, "resource": "/me/messages",
+                      "expirationDateTime": iso(&t, 3600), "clientState": "imm"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let m = inject(&t, ADELE, "after").await;
+    let got = rx.next().await;
+    let value = got.body["value"].as_array().unwrap();
+    assert_eq!(value.len(), 1, "{}", got.body);
+    assert_eq!(value[0]["resourceData"]["id"], m["immutable_id"]);
+}
