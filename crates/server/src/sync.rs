@@ -9,8 +9,9 @@
 //! 2. `backfill`/`resync`: one page of the window, newest first (Graph: the
 //!    filtered, ordered `/messages` listing; Gmail: `messages.list`), resumable
 //!    from the saved page cursor. The last page switches to `incremental`.
-//! 3. `incremental`: what changed since the cursor; then idle for
-//!    [`SyncConfig::incremental_interval`]. A rejected cursor resets the grant
+//! 3. `incremental`: what changed since the cursor (a stored message the
+//!    provider reports removed is deleted only when it is really gone, see
+//!    `apply_removals`); then idle for [`SyncConfig::incremental_interval`]. A rejected cursor resets the grant
 //!    to `resync` (the store skips what it already has, so no duplicates).
 //!
 //! Every page goes through the mail core: headers first ([`parse_envelope`]),
@@ -172,6 +173,8 @@ pub struct PageReport {
     pub unreadable: u64,
     /// Listed but gone before fetching.
     pub gone: u64,
+    /// Stored messages deleted because they left the mailbox (incremental steps).
+    pub removed: u64,
 }
 
 fn dedupe_key(grant: GrantId) -> String {
@@ -709,12 +712,20 @@ impl Step<'_> {
         if !self.heartbeat().await {
             return Ok(End::Lost);
         }
-        // Removals are not applied: mail stays on the timeline once synced.
+        // Removals first (idempotent): the cursor is saved only after both.
+        let removed = match self
+            .apply_removals(reader, token, grant, &changes.removed)
+            .await
+        {
+            Ok(n) => n,
+            Err(end) => return Ok(end),
+        };
         let ids: Vec<String> = changes.added.iter().map(|r| r.id.clone()).collect();
-        let (messages, report) = match self.pipeline(reader, token, grant, &ids).await {
+        let (messages, mut report) = match self.pipeline(reader, token, grant, &ids).await {
             Ok(x) => x,
             Err(end) => return Ok(end),
         };
+        report.removed = removed;
         let progress = PageProgress {
             phase: SyncPhase::Incremental,
             backfill_cursor: None,
@@ -732,6 +743,53 @@ impl Step<'_> {
             ),
             Err(end) => end,
         })
+    }
+
+    /// Deletes the stored copies of messages that left the mailbox. The
+    /// provider's word is not taken as is: a Graph per-folder delta reports a
+    /// message moved out of Inbox or Sent Items (archived, or deleted to
+    /// Deleted Items) as `@removed` too, and that mail is still the
+    /// recruiter's. So each reported id that was stored is fetched: only a
+    /// 404 ([`ProviderError::MessageGone`]) deletes it (Gmail
+    /// `messagesDeleted` is a permanent deletion and confirms the same way).
+    /// Ids never stored (not candidate mail) cost nothing.
+    async fn apply_removals(
+        &self,
+        reader: &MailReader,
+        token: &Secret,
+        grant: &Grant,
+        removed: &[String],
+    ) -> Result<u64, End> {
+        let state = self.state;
+        let mut gone = Vec::new();
+        for id in removed {
+            match state.store.has_synced_message(grant.id, id).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Err(End::Fail(format!("reading stored mail: {e}"), None)),
+            }
+            match reader.fetch_raw(token, id).await {
+                Err(ProviderError::MessageGone { .. }) => gone.push(id.clone()),
+                // Moved to a folder incremental sync does not watch: kept.
+                Ok(_) => {}
+                Err(e) => return Err(self.provider_failure(e).await),
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        if !self.heartbeat().await {
+            return Err(End::Lost);
+        }
+        match state
+            .store
+            .remove_synced_mail(grant.id, &gone, state.now())
+            .await
+        {
+            Ok(n) => Ok(n),
+            Err(StoreError::NotFound) => Err(End::Stop(StopReason::GrantGone)),
+            Err(e) => Err(End::Fail(format!("removing deleted mail: {e}"), None)),
+        }
     }
 
     /// Searches the mailbox for `address` within the grant's window and stores

@@ -578,7 +578,91 @@ async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, new_ca
     assert_eq!(state.messages_stored, all.len() as u64);
 }
 
+/// After the backfill, one stored Inbox message is deleted in the mailbox
+/// and another is archived (moved out of Inbox); the next incremental step
+/// takes the deleted one off the timeline and keeps the archived one (Graph
+/// reports both as `@removed`; only the deleted one is gone).
+async fn deleted_mail_leaves_and_archived_mail_stays(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider).await;
+    let worker = s.worker();
+    sync::run_until_idle(&worker, "w1", 100).await;
+    let before = stored_once(&s).await;
+    let list = s
+        .world
+        .control(
+            Method::GET,
+            &format!("/_sandbox/mailboxes/{}/messages?folder=inbox", s.mailbox),
+            None,
+        )
+        .await;
+    let in_inbox: Vec<(String, String)> = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                normalize_message_id(m["internet_message_id"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .filter(|(_, mid)| before.contains(mid))
+        .collect();
+    let [(deleted, deleted_mid), (archived, archived_mid), ..] = in_inbox.as_slice() else {
+        panic!("two stored Inbox messages: {in_inbox:?}");
+    };
+    s.world
+        .control(
+            Method::DELETE,
+            &format!("/_sandbox/mailboxes/{}/messages/{deleted}", s.mailbox),
+            None,
+        )
+        .await;
+    s.world
+        .control(
+            Method::PATCH,
+            &format!("/_sandbox/mailboxes/{}/messages/{archived}", s.mailbox),
+            Some(json!({"folder": "archive"})),
+        )
+        .await;
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    let steps = sync::run_until_idle(&worker, "w1", 10).await;
+    assert!(
+        matches!(steps.as_slice(), [SyncOutcome::Incremental { report, .. }] if report.removed == 1),
+        "{steps:?}"
+    );
+    let after = stored_once(&s).await;
+    let mut expected = before.clone();
+    expected.remove(deleted_mid);
+    assert_eq!(after, expected);
+    assert!(after.contains(archived_mid), "archived mail stays");
+    assert!(
+        !s.stored().await.contains(deleted_mid),
+        "not on the timeline"
+    );
+    let state = s
+        .world
+        .app
+        .store
+        .mail_sync_state(s.grant().await.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.messages_stored, expected.len() as u64);
+    // The removal is not replayed into anything on the next step.
+    s.world.app.clock.advance(SignedDuration::from_secs(60));
+    sync::run_until_idle(&worker, "w1", 10).await;
+    assert_eq!(stored_once(&s).await, expected);
+}
+
 both_backends! {
+    async fn microsoft_mail_deleted_in_the_mailbox_leaves_the_timeline_and_archived_mail_stays(db: TestDb) {
+        deleted_mail_leaves_and_archived_mail_stays(db, "microsoft").await;
+    }
+
+    async fn gmail_mail_deleted_in_the_mailbox_leaves_the_timeline_and_archived_mail_stays(db: TestDb) {
+        deleted_mail_leaves_and_archived_mail_stays(db, "google").await;
+    }
+
     async fn microsoft_a_candidates_added_address_brings_the_old_mail_with_it_to_the_timeline(db: TestDb) {
         an_added_address_brings_its_old_mail(db, "microsoft", false).await;
     }

@@ -73,7 +73,8 @@ pub struct MailSyncState {
     /// Messages the provider listed (candidate mail or not, re-listings on a
     /// resync included).
     pub messages_seen: u64,
-    /// Messages actually inserted (each at most once).
+    /// Messages held now: inserted (each at most once), less those removed
+    /// because they left the mailbox ([`Store::remove_synced_mail`]).
     pub messages_stored: u64,
     pub last_success_at: Option<Timestamp>,
     pub last_error: Option<String>,
@@ -1187,6 +1188,92 @@ impl Store {
             PurgedMail { messages, threads }
         });
         Ok(out)
+    }
+
+    /// Whether `grant` has stored the message with this provider id.
+    pub async fn has_synced_message(
+        &self,
+        grant: GrantId,
+        provider_message_id: &str,
+    ) -> Result<bool, StoreError> {
+        let id: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM mail_messages WHERE grant_id = $1 AND provider_message_id = $2"
+        )
+        .bind(grant.get())
+        .bind(provider_message_id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(id.is_some())
+    }
+
+    /// Deletes the messages of `grant` with these provider ids (gone from the
+    /// mailbox), their candidate links, and threads left empty; a thread that
+    /// keeps messages gets its latest time again. Serialized with the grant's
+    /// pages through the sync state row; `messages_stored` goes down by what
+    /// was deleted. Unknown ids are ignored. No sync state → `NotFound`.
+    /// Returns how many messages were deleted.
+    pub async fn remove_synced_mail(
+        &self,
+        grant: GrantId,
+        provider_message_ids: &[String],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let n = write_tx!(self, |tx| {
+            let claimed =
+                sqlx::query("UPDATE mail_sync_state SET updated_at = $2 WHERE grant_id = $1")
+                    .bind(grant.get())
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if claimed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let mut threads: Vec<i64> = Vec::new();
+            for id in provider_message_ids {
+                let thread: Option<i64> = sqlx::query_scalar(
+                    "DELETE FROM mail_messages WHERE grant_id = $1 AND provider_message_id = $2 RETURNING thread_id",
+                )
+                .bind(grant.get())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                threads.extend(thread);
+            }
+            let deleted = threads.len() as u64;
+            threads.sort_unstable();
+            threads.dedup();
+            for t in threads {
+                let gone = sqlx::query(
+                    "DELETE FROM mail_threads WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM mail_messages m WHERE m.thread_id = mail_threads.id)",
+                )
+                .bind(t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if gone == 0 {
+                    sqlx::query(
+                        "UPDATE mail_threads SET latest_at = \
+                         (SELECT MAX(m.sent_at) FROM mail_messages m WHERE m.thread_id = mail_threads.id), \
+                         updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(t)
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            sqlx::query(
+                "UPDATE mail_sync_state SET messages_stored = messages_stored - $2 WHERE grant_id = $1",
+            )
+            .bind(grant.get())
+            .bind(to_i64(deleted)?)
+            .execute(&mut *tx)
+            .await?;
+            deleted
+        });
+        Ok(n)
     }
 
     /// The Message-ID header of every message stored from `grant`, one entry
