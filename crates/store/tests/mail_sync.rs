@@ -515,4 +515,70 @@ both_backends! {
         assert_eq!(c.threads.len(), 1, "the same thread key in another org is another conversation");
         assert_eq!(store.thread_messages(g.org, c.thread_id, viewer(&g.a)).await.unwrap().len(), 1);
     }
+
+    async fn found_mail_is_stored_without_moving_the_cursor_and_known_mail_gains_the_new_candidate(store: Store) {
+        let w = world(&store, "Acme").await;
+        assert!(matches!(
+            store.store_found_mail(w.ga.id, &[msg("p1", "k1", Some("m1@x"), 10, w.cand)], t(2)).await,
+            Err(StoreError::NotFound)
+        ), "no sync state yet: the backfill will find it");
+        put(&store, w.ga.id, &[msg("p1", "k1", Some("m1@x"), 10, w.cand)]).await;
+        let before = store.mail_sync_state(w.ga.id).await.unwrap().unwrap();
+        let later = store
+            .create_candidate(w.org, "Later", &[EmailAddress::parse("later@cand.example").unwrap()], t(3))
+            .await
+            .unwrap()
+            .id;
+        // p1 also names the new candidate; p2 only them.
+        let mut p1 = msg("p1", "k1", Some("m1@x"), 10, w.cand);
+        p1.candidates.push(later);
+        let p2 = msg("p2", "k2", Some("m2@x"), 5, later);
+        let found = store.store_found_mail(w.ga.id, &[p1.clone(), p2], t(4)).await.unwrap();
+        assert_eq!((found.stored, found.already_stored), (1, 1));
+        assert_eq!(found.state.version, before.version, "pages in flight are not superseded");
+        assert_eq!(found.state.backfill_cursor, before.backfill_cursor);
+        assert_eq!(found.state.phase, before.phase);
+        assert_eq!(found.state.messages_stored, 2);
+        let theirs = whole_timeline(&store, w.org, later, viewer(&w.a), 10).await;
+        assert_eq!(email_keys(&theirs), ["k1", "k2"], "the known message is linked to them too");
+        assert_eq!(email_keys(&whole_timeline(&store, w.org, w.cand, viewer(&w.a), 10).await), ["k1"]);
+        // Again: nothing new.
+        let again = store.store_found_mail(w.ga.id, &[p1], t(5)).await.unwrap();
+        assert_eq!((again.stored, again.already_stored), (0, 1));
+        assert_eq!(
+            store.grant_message_ids(w.ga.id).await.unwrap(),
+            [Some("m1@x".to_owned()), Some("m2@x".to_owned())]
+        );
+    }
+
+    async fn removing_synced_mail_deletes_those_messages_and_empty_threads_only(store: Store) {
+        let w = world(&store, "Acme").await;
+        put(&store, w.ga.id, &[
+            msg("p1", "k1", Some("m1@x"), 10, w.cand),
+            msg("p2", "k1", Some("m2@x"), 20, w.cand),
+            msg("p3", "k2", Some("m3@x"), 30, w.cand),
+        ]).await;
+        put(&store, w.gb.id, &[msg("p3", "k2", Some("m3@x"), 30, w.cand)]).await;
+        assert!(store.has_synced_message(w.ga.id, "p2").await.unwrap());
+        assert!(!store.has_synced_message(w.ga.id, "nope").await.unwrap());
+        let n = store
+            .remove_synced_mail(w.ga.id, &["p2".into(), "p3".into(), "nope".into()], t(40))
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(!store.has_synced_message(w.ga.id, "p2").await.unwrap());
+        assert_eq!(store.grant_message_ids(w.ga.id).await.unwrap(), [Some("m1@x".to_owned())]);
+        assert_eq!(store.grant_message_ids(w.gb.id).await.unwrap(), [Some("m3@x".to_owned())], "another mailbox's copy stays");
+        let items = whole_timeline(&store, w.org, w.cand, viewer(&w.a), 10).await;
+        assert_eq!(email_keys(&items), ["k1"], "a's thread k2 is gone with its last message");
+        let TimelineItem::Email(k1) = &items[0] else { panic!() };
+        assert_eq!(k1.latest_at, t(10), "recomputed from what is left");
+        assert_eq!(store.mail_sync_state(w.ga.id).await.unwrap().unwrap().messages_stored, 1);
+        assert_eq!(store.remove_synced_mail(w.ga.id, &["p2".into()], t(41)).await.unwrap(), 0, "idempotent");
+        store.delete_grant(w.a.id, CapabilityKind::Inbox).await.unwrap();
+        assert!(matches!(
+            store.remove_synced_mail(w.ga.id, &["p1".into()], t(42)).await,
+            Err(StoreError::NotFound)
+        ), "no sync state once deauthorized");
+    }
 }
