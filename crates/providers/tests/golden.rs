@@ -26,6 +26,13 @@ const COVERED: &[&str] = &[
     "google/gmail-message-full.json",
     "google/gmail-messages-list.json",
     "google/gmail-profile.json",
+    // Push (PROVIDERS.md §3.11, §6.6) is read in tests/push.rs: the watch answer, the Pub/Sub delivery and its
+    // decoded data, the push token's claims (re-signed with a test key) and the JWKS shape.
+    "google/gmail-watch.json",
+    "google/oauth2-certs.json",
+    "google/pubsub-push-data.json",
+    "google/pubsub-push-token-claims.json",
+    "google/pubsub-push.json",
     "google/refresh-success.json",
     "google/revoke-error.json",
     "google/token-error-bad-code.json",
@@ -35,6 +42,10 @@ const COVERED: &[&str] = &[
     "google/tokeninfo.json",
     "microsoft/event-created.json",
     "microsoft/get-schedule.json",
+    // Subscriptions and notifications: tests/push.rs.
+    "microsoft/change-notification.json",
+    "microsoft/lifecycle-notification.json",
+    "microsoft/subscription.json",
     "microsoft/graph-error.json",
     "microsoft/graph-throttled.json",
     "microsoft/me.json",

@@ -1,0 +1,380 @@
+//! Push and pacing end to end against the in-process sandbox playing the provider side: a Graph subscription with
+//! the validation handshake, change and lifecycle notifications checked by `clientState`, renewal and deletion; a
+//! Gmail watch whose Pub/Sub pushes carry a JWT verified against the sandbox's JWKS; and paced readers that stay
+//! inside the sandbox's quotas (its counters show no 429).
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use common::*;
+use hirewire_providers::pacing::{RateLimit, ServicePacing};
+use hirewire_providers::push::{
+    ChangeType, GmailPush, GraphNotification, LifecycleEvent, NewSubscription, NotificationKind,
+    PubSubAuthConfig, PubSubVerifier, decode_pubsub_push, graph_validation_token, new_client_state,
+    parse_graph_notifications,
+};
+use hirewire_providers::scopes;
+use hirewire_providers::{
+    AccessLevel, Capability, MailReader, PaceKey, Pacer, PacingConfig, Provider, ProviderError,
+    PushClient, PushConfig, Secret,
+};
+use jiff::Timestamp;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const MS_USER: &str = "adele@acme.example";
+const GOOGLE_USER: &str = "hank@globex.example";
+
+async fn token_for(w: &World, provider: Provider, user: &str) -> Secret {
+    let client = w.client(provider);
+    let a = begin(
+        &client,
+        scopes::request(provider, Capability::Inbox, AccessLevel::ViewOnly),
+        false,
+    );
+    let landing = w.sign_in(&a.url, user, Answer::AcceptAll).await;
+    let (code, _) = code_of(&client, &a, &landing.query());
+    client
+        .exchange_code(&code, redirect_uri(provider), &a.verifier)
+        .await
+        .unwrap()
+        .access_token
+}
+
+/// What hirewire's webhook endpoints received, as the server would hand it to its queue.
+enum Delivery {
+    Graph(Vec<GraphNotification>),
+    Gmail(Option<String>, GmailPush),
+}
+
+/// A webhook server the way the server will build one: answer the validation handshake, decode, enqueue, 202.
+/// No provider I/O on this path.
+async fn webhook() -> (String, mpsc::UnboundedReceiver<Delivery>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            if let Some(token) = graph_validation_token(uri.query().unwrap_or("")) {
+                return (StatusCode::OK, [("content-type", "text/plain")], token).into_response();
+            }
+            let delivery = if uri.path().starts_with("/hooks/gmail") {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                match decode_pubsub_push(&body) {
+                    Ok(p) => Delivery::Gmail(auth, p),
+                    Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+                }
+            } else {
+                match parse_graph_notifications(&body) {
+                    Ok(n) => Delivery::Graph(n),
+                    Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+                }
+            };
+            let _ = tx.send(delivery);
+            StatusCode::ACCEPTED.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, rx)
+}
+
+/// The next delivery. The bound only keeps a broken build from hanging CI; nothing here measures speed.
+async fn next(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("a delivery arrives")
+        .expect("the webhook is up")
+}
+
+async fn settings(w: &World, patch: Value) {
+    w.control(Method::PATCH, "/_sandbox/settings", Some(patch))
+        .await;
+}
+
+async fn inject(w: &World, user: &str, subject: &str) {
+    w.control(
+        Method::POST,
+        &format!("/_sandbox/mailboxes/{user}/messages"),
+        Some(json!({"from": "ana.lima@candidates.example", "to": [user], "subject": subject, "body": "hello", "folder": "inbox"})),
+    )
+    .await;
+}
+
+fn sandbox_now() -> Timestamp {
+    Timestamp::now()
+}
+
+#[tokio::test]
+async fn a_graph_subscription_is_validated_notifies_with_its_client_state_and_is_renewed_and_deleted()
+ {
+    let w = start().await;
+    settings(
+        &w,
+        json!({"push_retry_initial_ms": 20, "push_retry_max_ms": 100, "push_timeout_ms": 5000}),
+    )
+    .await;
+    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
+    let (hook, mut rx) = webhook().await;
+    let push = PushClient::new(
+        Provider::Microsoft,
+        w.endpoints(),
+        w.http(),
+        PushConfig::default(),
+    );
+    let state = new_client_state();
+    let sub = push
+        .create_subscription(
+            &token,
+            &NewSubscription {
+                resource: "me/mailFolders('inbox')/messages".into(),
+                change_types: vec![
+                    ChangeType::Created,
+                    ChangeType::Updated,
+                    ChangeType::Deleted,
+                ],
+                notification_url: format!("{hook}/hooks/graph?org=1"),
+                lifecycle_notification_url: Some(format!("{hook}/hooks/graph-lifecycle")),
+                client_state: state.clone(),
+                lifetime: Duration::from_secs(30 * 24 * 3600),
+            },
+            sandbox_now(),
+        )
+        .await
+        .expect("created after the validation handshake");
+    // Capped at 4,230 minutes.
+    let max = sandbox_now() + jiff::SignedDuration::from_mins(4230);
+    assert!(sub.expires_at <= max, "{} > {max}", sub.expires_at);
+
+    inject(&w, MS_USER, "Re: Senior Rust role").await;
+    let Delivery::Graph(notes) = next(&mut rx).await else {
+        panic!("a Graph notification")
+    };
+    assert!(!notes.is_empty());
+    for n in &notes {
+        assert_eq!(n.subscription_id, sub.id);
+        assert!(n.client_state_matches(&state));
+        assert!(!n.client_state_matches(&new_client_state()));
+        assert!(
+            matches!(
+                &n.kind,
+                NotificationKind::Change {
+                    change_type: ChangeType::Created,
+                    ..
+                }
+            ),
+            "{n:?}"
+        );
+    }
+
+    w.control(
+        Method::POST,
+        &format!("/_sandbox/push/subscriptions/{}/lifecycle", sub.id),
+        Some(json!({"event": "missed"})),
+    )
+    .await;
+    let Delivery::Graph(notes) = next(&mut rx).await else {
+        panic!("a lifecycle notification")
+    };
+    assert_eq!(
+        notes[0].kind,
+        NotificationKind::Lifecycle(LifecycleEvent::Missed)
+    );
+    assert!(notes[0].client_state_matches(&state));
+
+    let renewed = push
+        .renew_subscription(&token, &sub.id, Duration::from_secs(3600), sandbox_now())
+        .await
+        .unwrap();
+    assert_eq!(renewed.id, sub.id);
+    assert!(renewed.expires_at < sub.expires_at);
+
+    push.delete_subscription(&token, &sub.id).await.unwrap();
+    let err = push
+        .renew_subscription(&token, &sub.id, Duration::from_secs(3600), sandbox_now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::SubscriptionGone { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_whose_endpoint_fails_the_handshake_is_not_created() {
+    let w = start().await;
+    settings(&w, json!({"graph_validation_timeout_ms": 2000})).await;
+    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
+    let push = PushClient::new(
+        Provider::Microsoft,
+        w.endpoints(),
+        w.http(),
+        PushConfig::default(),
+    );
+    let err = push
+        .create_subscription(
+            &token,
+            &NewSubscription {
+                resource: "me/messages".into(),
+                change_types: vec![ChangeType::Created],
+                // Nothing listens here.
+                notification_url: "http://127.0.0.1:9/hooks/graph".into(),
+                lifecycle_notification_url: None,
+                client_state: new_client_state(),
+                lifetime: Duration::from_secs(3600),
+            },
+            sandbox_now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_gmail_watch_pushes_a_signed_notice_that_verifies_against_the_sandbox_keys() {
+    let w = start().await;
+    settings(
+        &w,
+        json!({"push_retry_initial_ms": 20, "push_retry_max_ms": 100}),
+    )
+    .await;
+    let token = token_for(&w, Provider::Google, GOOGLE_USER).await;
+    let (hook, mut rx) = webhook().await;
+    let endpoint = format!("{hook}/hooks/gmail");
+    w.control(
+        Method::POST,
+        "/_sandbox/push/topics",
+        Some(json!({"name": "projects/p/topics/gmail", "push_endpoint": endpoint})),
+    )
+    .await;
+    let push = PushClient::new(
+        Provider::Google,
+        w.endpoints(),
+        w.http(),
+        PushConfig::default(),
+    );
+    let watch = push
+        .gmail_watch(&token, "projects/p/topics/gmail", &["INBOX"])
+        .await
+        .unwrap();
+    assert!(watch.expires_at > sandbox_now());
+
+    inject(&w, GOOGLE_USER, "Re: interview").await;
+    let Delivery::Gmail(auth, notice) = next(&mut rx).await else {
+        panic!("a Pub/Sub push")
+    };
+    assert_eq!(notice.email_address, GOOGLE_USER);
+    assert!(notice.history_id.parse::<u64>().unwrap() > watch.history_id.parse::<u64>().unwrap());
+
+    let mut config = PubSubAuthConfig::google(endpoint.clone());
+    config.certs_url = format!("{}/oauth2/v3/certs", w.base);
+    config.service_account = Some("gmail-push@p.iam.gserviceaccount.com".into());
+    let verifier = PubSubVerifier::new(config, w.http());
+    verifier.refresh_keys().await.unwrap();
+    let claims = verifier
+        .verify_cached(auth.as_deref())
+        .expect("the push token verifies");
+    assert_eq!(
+        claims.email.as_deref(),
+        Some("gmail-push@p.iam.gserviceaccount.com")
+    );
+    // The same token is refused at an endpoint with another audience.
+    let other = PubSubVerifier::new(
+        PubSubAuthConfig {
+            certs_url: format!("{}/oauth2/v3/certs", w.base),
+            ..PubSubAuthConfig::google("https://elsewhere.example/hooks/gmail")
+        },
+        w.http(),
+    );
+    assert!(other.verify(auth.as_deref()).await.is_err());
+
+    push.gmail_stop(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paced_graph_reader_stays_under_the_mailbox_concurrency_limit() {
+    let w = start().await;
+    settings(&w, json!({"quotas": true})).await;
+    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
+    w.control(
+        Method::POST,
+        &format!("/_sandbox/mailboxes/{MS_USER}/generate"),
+        Some(json!({"n": 30, "seed": 7, "start": "2026-01-01", "end": "2026-11-01"})),
+    )
+    .await;
+    w.control(Method::DELETE, "/_sandbox/counters", None).await;
+    let pacer = Pacer::new(PacingConfig::default()).unwrap();
+    let reader = MailReader::new(Provider::Microsoft, w.endpoints(), w.http())
+        .with_pacer(pacer.clone(), PaceKey::new(MS_CLIENT_ID, MS_USER));
+    let page = reader
+        .list_page(&token, None, "2025-01-01T00:00:00Z".parse().unwrap(), 100)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for m in page.items {
+        let (r, t) = (reader.clone(), token.clone());
+        tasks.push(tokio::spawn(async move { r.fetch_raw(&t, &m.id).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("fetched");
+    }
+    let counters = w.control(Method::GET, "/_sandbox/counters", None).await;
+    assert_eq!(
+        counters["providers"]["graph"]["responses_429"], 0,
+        "{counters}"
+    );
+    assert_eq!(pacer.stats(hirewire_providers::Service::Graph).throttled, 0);
+}
+
+#[tokio::test]
+async fn a_paced_gmail_reader_stays_under_the_per_user_quota() {
+    let w = start().await;
+    // Sandbox: 100 units per second per user, a bucket of 100. Pacer: a bucket of 50 refilled at 80 per second.
+    settings(&w, json!({"gmail_units_per_user_per_second": 100})).await;
+    let token = token_for(&w, Provider::Google, GOOGLE_USER).await;
+    w.control(
+        Method::POST,
+        &format!("/_sandbox/mailboxes/{GOOGLE_USER}/generate"),
+        Some(json!({"n": 40, "seed": 7, "start": "2026-01-01", "end": "2026-11-01"})),
+    )
+    .await;
+    w.control(Method::DELETE, "/_sandbox/counters", None).await;
+    let mut config = PacingConfig::unlimited();
+    config.gmail = ServicePacing {
+        max_concurrent_per_mailbox: None,
+        per_mailbox: Some(RateLimit {
+            units: 130,
+            per: Duration::from_secs(1),
+            burst: 50,
+        }),
+        per_app: None,
+    };
+    let pacer = Pacer::new(config).unwrap();
+    let reader = MailReader::new(Provider::Google, w.endpoints(), w.http())
+        .with_pacer(pacer.clone(), PaceKey::new(GOOGLE_CLIENT_ID, GOOGLE_USER));
+    let page = reader
+        .list_page(&token, None, "2025-01-01T00:00:00Z".parse().unwrap(), 100)
+        .await
+        .unwrap();
+    let ids: Vec<String> = page.items.into_iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 40);
+    // Batches sized to the bucket: 50 units / 5 per get = 10 per batch.
+    assert_eq!(pacer.gmail_batch_size(50), 10);
+    let fetched = reader.fetch_raw_many(&token, &ids).await.unwrap();
+    assert!(fetched.iter().all(Result::is_ok));
+    let counters = w.control(Method::GET, "/_sandbox/counters", None).await;
+    let gmail = &counters["providers"]["gmail"];
+    assert_eq!(gmail["responses_429"], 0, "{counters}");
+    assert_eq!(gmail["quota_refusals"], 0, "{counters}");
+    let stats = pacer.stats(hirewire_providers::Service::Gmail);
+    assert_eq!(stats.units, 5 + 40 * 5, "one list and forty gets");
+    assert_eq!(stats.throttled, 0);
+}
