@@ -474,7 +474,10 @@ async fn create_candidate(
         .create_candidate(viewer.user.org_id, &input.name, &input.emails, state.now())
         .await
     {
-        Ok(c) => Ok(Redirect::to(&format!("/candidates/{}", c.id)).into_response()),
+        Ok(c) => {
+            crate::sync::candidate_addresses_added(&state, c.org_id, &input.emails).await;
+            Ok(Redirect::to(&format!("/candidates/{}", c.id)).into_response())
+        }
         Err(StoreError::Conflict { what }) => {
             page.emails_error = Some(format!(
                 "{what}. Open that candidate instead, or remove the address here."
