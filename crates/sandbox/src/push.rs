@@ -140,6 +140,9 @@ pub struct Delivery {
     pub error: Option<String>,
     /// Real milliseconds the receiver took.
     pub latency_ms: u64,
+    /// Wall-clock unix milliseconds when the attempt was sent (or the notification dropped), for freshness
+    /// measurements against the real clock (the sandbox clock may be a manual one).
+    pub sent_unix_ms: i64,
     /// Dropped on purpose (the drop switch): never sent.
     pub dropped: bool,
     /// Acknowledged.
@@ -436,6 +439,7 @@ fn dispatch(app: &App) {
                             status: None,
                             error: None,
                             latency_ms: 0,
+                            sent_unix_ms: wall_ms(),
                             dropped: true,
                             ok: false,
                             body: json!({"value": [item]}),
@@ -475,6 +479,7 @@ fn dispatch(app: &App) {
                     status: None,
                     error: None,
                     latency_ms: 0,
+                    sent_unix_ms: wall_ms(),
                     dropped: true,
                     ok: false,
                     body: json!({"emailAddress": n.owner, "historyId": hid.to_string()}),
@@ -690,6 +695,7 @@ pub async fn deliver(app: &App, target: Target, url: String, body: Value) {
             rq = rq.bearer_auth(push_token(app, topic));
         }
         let t0 = Instant::now();
+        let sent_unix_ms = wall_ms();
         let (status, error) = match rq.send().await {
             Ok(r) => (Some(r.status().as_u16()), None),
             Err(e) => (None, Some(describe(&e))),
@@ -712,6 +718,7 @@ pub async fn deliver(app: &App, target: Target, url: String, body: Value) {
                 status,
                 error,
                 latency_ms,
+                sent_unix_ms,
                 dropped: false,
                 ok,
                 body: body.clone(),
@@ -725,6 +732,10 @@ pub async fn deliver(app: &App, target: Target, url: String, body: Value) {
             delay = delay.saturating_mul(2).min(max_delay);
         }
     }
+}
+
+fn wall_ms() -> i64 {
+    Timestamp::now().as_millisecond()
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -748,6 +759,7 @@ pub async fn validate(app: &App, target: &str, url: &str) -> Result<(), String> 
     let mut u = url::Url::parse(url).map_err(|_| "Invalid notification url.".to_string())?;
     u.query_pairs_mut().append_pair("validationToken", &token);
     let t0 = Instant::now();
+    let sent_unix_ms = wall_ms();
     let sent = client()
         .post(u.as_str())
         .header("content-type", "text/plain; charset=utf-8")
@@ -804,6 +816,7 @@ pub async fn validate(app: &App, target: &str, url: &str) -> Result<(), String> 
             status,
             error,
             latency_ms,
+            sent_unix_ms,
             dropped: false,
             ok,
             body: json!(token),

@@ -233,6 +233,8 @@ async fn a_subscription_is_created_only_after_the_notification_url_echoes_the_va
     let mut rx = receiver(Behaviour::default()).await;
     let sub = subscribe(&t, &token, &rx, None).await;
     assert_shape("microsoft/subscription.json", &sub);
+    let errs = common::schema::check_graph("subscription", &sub);
+    assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(sub["clientState"], "s3cret-state");
     assert_eq!(sub["resource"], "me/mailFolders('Inbox')/messages");
 
@@ -767,6 +769,8 @@ async fn gmail_watch_pushes_a_signed_notification_that_verifies_with_the_jwks_an
     .await;
     assert_eq!(st, StatusCode::OK, "{watch}");
     assert_shape("google/gmail-watch.json", &watch);
+    let errs = common::schema::check_google(common::schema::gmail(), "WatchResponse", &watch);
+    assert!(errs.is_empty(), "{errs:?}");
     let expiration: i64 = s(&watch["expiration"]).parse().unwrap();
     assert_eq!(
         expiration,
