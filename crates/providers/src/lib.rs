@@ -13,6 +13,11 @@
 //!   changes and address search over Graph and Gmail (see [`mail`]).
 //! - [`CalendarClient`]: the Scheduler's calendar half: free/busy, and interview events created idempotently,
 //!   moved and cancelled with the provider sending the invitations (see [`calendar`]).
+//! - [`Pacer`]: quota-aware pacing per mailbox and per provider (Graph concurrency and `Retry-After`, Gmail
+//!   quota units under either cost model, bounded full-jitter retries, counters and a backfill ETA; see
+//!   [`pacing`]). Readers opt in with `with_pacer`.
+//! - [`PushClient`]: Graph change-notification subscriptions and Gmail `users.watch`, and the webhook side that
+//!   decodes and checks deliveries without provider I/O (see [`push`]).
 //!
 //! The same code talks to the real services and to the sandbox (`crates/sandbox`); only [`Endpoints`] differ.
 

@@ -378,3 +378,109 @@ async fn a_paced_gmail_reader_stays_under_the_per_user_quota() {
     assert_eq!(stats.units, 5 + 40 * 5, "one list and forty gets");
     assert_eq!(stats.throttled, 0);
 }
+
+#[tokio::test]
+async fn a_throttled_mailbox_waits_out_its_retry_after_while_another_mailbox_keeps_reading() {
+    let w = start().await;
+    let adele = token_for(&w, Provider::Microsoft, MS_USER).await;
+    let ben = token_for(&w, Provider::Microsoft, "ben@acme.example").await;
+    w.arm_fault(json!({"endpoint": "graph.*", "user": MS_USER, "fault": {"kind": "throttle", "retry_after_secs": 1}, "count": 1}))
+        .await;
+    w.control(Method::DELETE, "/_sandbox/counters", None).await;
+    let pacer = Pacer::new(PacingConfig::default()).unwrap();
+    let reader = |user: &str| {
+        MailReader::new(Provider::Microsoft, w.endpoints(), w.http())
+            .with_pacer(pacer.clone(), PaceKey::new(MS_CLIENT_ID, user))
+    };
+    let since: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+    let (a, b) = (reader(MS_USER), reader("ben@acme.example"));
+    let started = std::time::Instant::now();
+    let (ra, rb) = tokio::join!(
+        a.list_page(&adele, None, since, 10),
+        b.list_page(&ben, None, since, 10)
+    );
+    ra.expect("adele's read succeeds after the pause");
+    rb.expect("ben's read is not held up");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "adele waited for Retry-After"
+    );
+    let adele_pace = pacer.mailbox(
+        &PaceKey::new(MS_CLIENT_ID, MS_USER),
+        hirewire_providers::Service::Graph,
+    );
+    let ben_pace = pacer.mailbox(
+        &PaceKey::new(MS_CLIENT_ID, "ben@acme.example"),
+        hirewire_providers::Service::Graph,
+    );
+    assert_eq!((adele_pace.requests, adele_pace.throttled), (2, 1));
+    assert_eq!((ben_pace.requests, ben_pace.throttled), (1, 0));
+    let counters = w.control(Method::GET, "/_sandbox/counters", None).await;
+    assert_eq!(
+        counters["providers"]["graph"]["responses_429"], 1,
+        "{counters}"
+    );
+}
+
+#[tokio::test]
+async fn reauthorization_and_removal_lifecycle_events_reach_the_lifecycle_endpoint() {
+    let w = start().await;
+    settings(
+        &w,
+        json!({"push_retry_initial_ms": 20, "push_retry_max_ms": 100}),
+    )
+    .await;
+    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
+    let (hook, mut rx) = webhook().await;
+    let push = PushClient::new(
+        Provider::Microsoft,
+        w.endpoints(),
+        w.http(),
+        PushConfig::default(),
+    );
+    let state = new_client_state();
+    let sub = push
+        .create_subscription(
+            &token,
+            &NewSubscription {
+                resource: "me/messages".into(),
+                change_types: vec![ChangeType::Created],
+                notification_url: format!("{hook}/hooks/graph"),
+                lifecycle_notification_url: Some(format!("{hook}/hooks/graph-lifecycle")),
+                client_state: state.clone(),
+                lifetime: Duration::from_secs(3600),
+            },
+            sandbox_now(),
+        )
+        .await
+        .unwrap();
+    for (event, expected) in [
+        (
+            "reauthorizationRequired",
+            LifecycleEvent::ReauthorizationRequired,
+        ),
+        ("subscriptionRemoved", LifecycleEvent::SubscriptionRemoved),
+    ] {
+        w.control(
+            Method::POST,
+            &format!("/_sandbox/push/subscriptions/{}/lifecycle", sub.id),
+            Some(json!({ "event": event })),
+        )
+        .await;
+        let Delivery::Graph(notes) = next(&mut rx).await else {
+            panic!("a lifecycle notification")
+        };
+        assert_eq!(notes[0].subscription_id, sub.id);
+        assert!(notes[0].client_state_matches(&state));
+        assert_eq!(notes[0].kind, NotificationKind::Lifecycle(expected));
+    }
+    // A removed subscription cannot be renewed: the renewal job creates a new one.
+    let err = push
+        .renew_subscription(&token, &sub.id, Duration::from_secs(3600), sandbox_now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::SubscriptionGone { .. }),
+        "{err:?}"
+    );
+}
