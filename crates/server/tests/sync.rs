@@ -467,7 +467,17 @@ async fn stored_once(s: &Scenario) -> BTreeSet<String> {
 /// candidate 0, or a new candidate created with it); the search job runs; the
 /// old mail with it is on that candidate's timeline, stored once, and later
 /// syncs (incremental, then a full resync) add no copy.
-async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, new_candidate: bool) {
+/// How the candidate gains the address.
+enum Gains {
+    /// `POST /api/v1/candidates/{id}/emails` on an existing candidate.
+    AddedThroughTheApi,
+    /// `POST /api/v1/candidates` of a new candidate.
+    CreatedThroughTheApi,
+    /// The New candidate form.
+    CreatedOnThePage,
+}
+
+async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, how: Gains) {
     let s = scenario(&db, provider).await;
     let worker = s.worker();
     sync::run_until_idle(&worker, "w1", 100).await;
@@ -482,38 +492,80 @@ async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, new_ca
 
     let token = s.world.app.api_token(&s.riley).await;
     let api = s.world.app.api(&token);
-    let candidate = if new_candidate {
-        let res = api
-            .post("/candidates")
-            .json(&json!({"name": "Dana Wu", "emails": [LATER]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        CandidateId(
-            res.json::<serde_json::Value>().await.unwrap()["id"]
-                .as_i64()
-                .unwrap(),
-        )
-    } else {
-        let c = s.candidates[0];
-        assert!(
-            timeline_message_ids(&s, &token, c)
+    let candidate = match how {
+        Gains::CreatedOnThePage => {
+            let client = s
+                .world
+                .app
+                .signed_in("riley@talent.example", "riley-password")
+                .await;
+            let form = client
+                .get(s.world.app.at("/candidates/new"))
+                .send()
                 .await
-                .is_disjoint(&only_later)
-        );
-        let res = api
-            .post(&format!("/candidates/{c}/emails"))
-            .json(&json!({"email": LATER}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        c
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let csrf = hirewire_server::testing::hidden_csrf(&form).unwrap();
+            let res = client
+                .post(s.world.app.at("/candidates/new"))
+                .form(&[
+                    ("_csrf", csrf.as_str()),
+                    ("name", "Dana Wu"),
+                    ("emails", LATER),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 303);
+            let to = res.headers()["location"].to_str().unwrap();
+            CandidateId(to.rsplit('/').next().unwrap().parse().unwrap())
+        }
+        Gains::CreatedThroughTheApi => {
+            let res = api
+                .post("/candidates")
+                .json(&json!({"name": "Dana Wu", "emails": [LATER]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+            CandidateId(
+                res.json::<serde_json::Value>().await.unwrap()["id"]
+                    .as_i64()
+                    .unwrap(),
+            )
+        }
+        Gains::AddedThroughTheApi => {
+            let c = s.candidates[0];
+            assert!(
+                timeline_message_ids(&s, &token, c)
+                    .await
+                    .is_disjoint(&only_later)
+            );
+            let res = api
+                .post(&format!("/candidates/{c}/emails"))
+                .json(&json!({"email": LATER}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+            c
+        }
     };
-    // One search per inbox and address, however often it is asked for.
-    let org = s.org;
-    sync::candidate_addresses_added(&worker, org, &[EmailAddress::parse(LATER).unwrap()]).await;
+    // The request queued the search (beside the inbox's next sync step), and
+    // asking again queues no second one.
+    let queued = || async {
+        s.world
+            .app
+            .store
+            .count_jobs(JobStatus::Queued)
+            .await
+            .unwrap()
+    };
+    assert_eq!(queued().await, 2, "the sync step and the search");
+    sync::candidate_addresses_added(&worker, s.org, &[EmailAddress::parse(LATER).unwrap()]).await;
+    assert_eq!(queued().await, 2, "one search per inbox and address");
     let steps = sync::run_until_idle(&worker, "w1", 10).await;
     assert!(
         matches!(
@@ -664,15 +716,19 @@ both_backends! {
     }
 
     async fn microsoft_a_candidates_added_address_brings_the_old_mail_with_it_to_the_timeline(db: TestDb) {
-        an_added_address_brings_its_old_mail(db, "microsoft", false).await;
+        an_added_address_brings_its_old_mail(db, "microsoft", Gains::AddedThroughTheApi).await;
     }
 
     async fn gmail_a_candidates_added_address_brings_the_old_mail_with_it_to_the_timeline(db: TestDb) {
-        an_added_address_brings_its_old_mail(db, "google", false).await;
+        an_added_address_brings_its_old_mail(db, "google", Gains::AddedThroughTheApi).await;
     }
 
-    async fn a_candidate_created_after_the_backfill_gets_their_old_mail(db: TestDb) {
-        an_added_address_brings_its_old_mail(db, "google", true).await;
+    async fn a_candidate_created_through_the_api_after_the_backfill_gets_their_old_mail(db: TestDb) {
+        an_added_address_brings_its_old_mail(db, "google", Gains::CreatedThroughTheApi).await;
+    }
+
+    async fn a_candidate_created_on_the_page_after_the_backfill_gets_their_old_mail(db: TestDb) {
+        an_added_address_brings_its_old_mail(db, "microsoft", Gains::CreatedOnThePage).await;
     }
 
     async fn an_address_search_before_the_sync_started_leaves_it_to_the_backfill(db: TestDb) {
