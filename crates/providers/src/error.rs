@@ -47,6 +47,9 @@ pub enum ConfigProblem {
     Scopes,
     /// Anything else the provider blames on the request (`invalid_request`, `unsupported_grant_type`).
     Request,
+    /// Graph could not validate hirewire's webhook address when creating a push subscription: the public URL
+    /// does not reach this server, or the server did not echo the `validationToken` in time.
+    NotificationUrl,
 }
 
 impl ConfigProblem {
@@ -58,6 +61,9 @@ impl ConfigProblem {
             ConfigProblem::Tenant => "the tenant is not valid for this app",
             ConfigProblem::Scopes => "the app asked for permissions the provider does not accept",
             ConfigProblem::Request => "the provider rejected hirewire's request",
+            ConfigProblem::NotificationUrl => {
+                "the provider could not reach hirewire's public webhook address to validate it"
+            }
         }
     }
 }

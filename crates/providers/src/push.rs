@@ -135,6 +135,8 @@ impl PushClient {
 
     /// Graph: creates the subscription (`POST /v1.0/subscriptions`). Graph first calls the notification URL with
     /// a `validationToken` that the server must echo ([`graph_validation_token`]); only then does this return.
+    /// When that call fails, the error is [`ProviderError::Misconfigured`] with
+    /// [`crate::ConfigProblem::NotificationUrl`] (the public URL does not reach this server).
     /// The expiry is `now + min(lifetime, max lifetime)`.
     pub async fn create_subscription(
         &self,
@@ -170,6 +172,12 @@ impl PushClient {
                 false,
             )
             .await?;
+        if resp.status() == 400 && validation_failed(resp.body()) {
+            return Err(ProviderError::Misconfigured {
+                provider: Provider::Microsoft,
+                what: crate::ConfigProblem::NotificationUrl,
+            });
+        }
         let sub: GraphSubscriptionIn = self.json_or_error(&url, resp)?;
         sub.into_subscription()
     }
@@ -337,6 +345,15 @@ impl PushClient {
             ))
         }
     }
+}
+
+/// Whether a Graph 400 says the notification URL failed the validation call ("Subscription validation request
+/// failed…", "…validation request timed out").
+fn validation_failed(body: &[u8]) -> bool {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.to_ascii_lowercase().contains("validation"))
 }
 
 fn json_request<T: Serialize>(

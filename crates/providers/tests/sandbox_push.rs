@@ -19,8 +19,8 @@ use hirewire_providers::push::{
 };
 use hirewire_providers::scopes;
 use hirewire_providers::{
-    AccessLevel, Capability, MailReader, PaceKey, Pacer, PacingConfig, Provider, ProviderError,
-    PushClient, PushConfig, Secret,
+    AccessLevel, Capability, ConfigProblem, MailReader, PaceKey, Pacer, PacingConfig, Provider,
+    ProviderError, PushClient, PushConfig, Secret,
 };
 use jiff::Timestamp;
 use reqwest::Method;
@@ -235,7 +235,21 @@ async fn a_subscription_whose_endpoint_fails_the_handshake_is_not_created() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, ProviderError::Protocol(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ProviderError::Misconfigured {
+                what: ConfigProblem::NotificationUrl,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.user_message().contains("webhook address"),
+        "{}",
+        err.user_message()
+    );
 }
 
 #[tokio::test]
