@@ -93,10 +93,35 @@ impl PeakWindow {
     }
 }
 
-#[derive(Debug)]
+/// A token bucket in quota units.
+#[derive(Debug, Clone)]
 struct Bucket {
     tokens: f64,
     at_ns: i64,
+}
+
+impl Bucket {
+    /// A full bucket at `now_ns`.
+    fn full(capacity: f64, now_ns: i64) -> Self {
+        Bucket {
+            tokens: capacity,
+            at_ns: now_ns,
+        }
+    }
+
+    /// Refills for the time since the last call, then takes `cost` if the bucket holds it or is full (a call
+    /// dearer than the whole bucket still passes once it has refilled, leaving it in debt). Time never runs
+    /// backwards here: an earlier `now_ns` refills nothing.
+    fn take(&mut self, now_ns: i64, rate: f64, capacity: f64, cost: f64) -> bool {
+        let elapsed = (now_ns - self.at_ns).max(0) as f64 / NANOS as f64;
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.at_ns = self.at_ns.max(now_ns);
+        if self.tokens < cost && self.tokens < capacity {
+            return false;
+        }
+        self.tokens -= cost;
+        true
+    }
 }
 
 /// Runtime quota state: buckets, windows, in-flight counts.
@@ -303,18 +328,14 @@ pub fn charge_gmail(app: &App, endpoint: &str, user: &str) -> Result<(), Respons
     let now = app.now_nanos();
     let admitted = app.rt(|rt| {
         if let Some((rate, capacity)) = bucket {
-            let b = rt.quota.buckets.entry(user.to_string()).or_insert(Bucket {
-                tokens: capacity,
-                at_ns: now,
-            });
-            let elapsed = (now - b.at_ns).max(0) as f64 / NANOS as f64;
-            b.tokens = (b.tokens + elapsed * rate).min(capacity);
-            b.at_ns = b.at_ns.max(now);
-            let full = b.tokens >= capacity;
-            if b.tokens < cost as f64 && !full {
+            let b = rt
+                .quota
+                .buckets
+                .entry(user.to_string())
+                .or_insert_with(|| Bucket::full(capacity, now));
+            if !b.take(now, rate, capacity, cost as f64) {
                 return false;
             }
-            b.tokens -= cost as f64;
         }
         let peak = rt
             .quota
@@ -359,6 +380,55 @@ pub fn charge_gmail(app: &App, endpoint: &str, user: &str) -> Result<(), Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client does, the units a bucket admits over any stretch of time stay within what the
+        /// quota allows: a full bucket plus the refill, plus at most one call's debt when a call costs more than
+        /// the bucket holds.
+        #[test]
+        fn a_bucket_never_admits_more_than_its_quota(
+            rate in 1.0f64..500.0,
+            capacity in 1.0f64..1000.0,
+            calls in proptest::collection::vec((0i64..300_000_000, prop::sample::select(vec![1u64, 2, 5, 20, 40, 100])), 1..300),
+        ) {
+            let mut b = Bucket::full(capacity, 0);
+            let mut now = 0i64;
+            let mut admitted: Vec<(i64, f64)> = Vec::new();
+            for (gap, cost) in &calls {
+                now += gap;
+                if b.take(now, rate, capacity, *cost as f64) {
+                    admitted.push((now, *cost as f64));
+                }
+            }
+            let max_cost = calls.iter().map(|(_, c)| *c as f64).fold(0.0, f64::max);
+            let debt = (max_cost - capacity).max(0.0);
+            for i in 0..admitted.len() {
+                let mut sum = 0.0;
+                for &(t, c) in &admitted[i..] {
+                    sum += c;
+                    let span = (t - admitted[i].0) as f64 / NANOS as f64;
+                    prop_assert!(sum <= capacity + rate * span + debt + 1e-6,
+                        "{sum} units in {span} s (rate {rate}, capacity {capacity})");
+                }
+            }
+        }
+
+        /// A client that paces itself at the quota's rate is never refused.
+        #[test]
+        fn a_client_paced_at_the_rate_is_never_refused(
+            rate in 1.0f64..500.0,
+            cost in prop::sample::select(vec![1u64, 2, 5, 20]),
+            n in 1usize..200,
+        ) {
+            let capacity = rate.max(cost as f64);
+            let mut b = Bucket::full(capacity, 0);
+            let gap = (cost as f64 / rate * NANOS as f64).ceil() as i64;
+            for i in 0..n as i64 {
+                prop_assert!(b.take(i * gap, rate, capacity, cost as f64), "call {i} refused");
+            }
+        }
+    }
 
     #[test]
     fn the_peak_window_counts_only_the_last_second() {
