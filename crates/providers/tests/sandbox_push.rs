@@ -498,3 +498,47 @@ async fn reauthorization_and_removal_lifecycle_events_reach_the_lifecycle_endpoi
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn the_documented_2026_gmail_limits_keep_a_backfill_inside_the_sandboxs_2026_quota() {
+    let w = start().await;
+    settings(&w, json!({"quotas": true, "gmail_quota_model": "2026"})).await;
+    let token = token_for(&w, Provider::Google, GOOGLE_USER).await;
+    w.control(
+        Method::POST,
+        &format!("/_sandbox/mailboxes/{GOOGLE_USER}/generate"),
+        Some(json!({"n": 12, "seed": 3, "start": "2026-01-01", "end": "2026-11-01"})),
+    )
+    .await;
+    w.control(Method::DELETE, "/_sandbox/counters", None).await;
+    let pacer = Pacer::new(PacingConfig::documented(
+        hirewire_providers::GmailCostModel::Y2026,
+    ))
+    .unwrap();
+    let key = PaceKey::new(GOOGLE_CLIENT_ID, GOOGLE_USER);
+    let reader = MailReader::new(Provider::Google, w.endpoints(), w.http())
+        .with_pacer(pacer.clone(), key.clone());
+    let page = reader
+        .list_page(&token, None, "2025-01-01T00:00:00Z".parse().unwrap(), 100)
+        .await
+        .unwrap();
+    let ids: Vec<String> = page.items.into_iter().map(|m| m.id).collect();
+    let fetched = reader.fetch_raw_many(&token, &ids).await.unwrap();
+    assert_eq!(fetched.iter().filter(|r| r.is_ok()).count(), 12);
+    let counters = w.control(Method::GET, "/_sandbox/counters", None).await;
+    let gmail = &counters["providers"]["gmail"];
+    assert_eq!(gmail["responses_429"], 0, "{counters}");
+    // One list (5 units) and twelve gets at 20 units, in batches of five (the 100-unit bucket).
+    let stats = pacer.stats(hirewire_providers::Service::Gmail);
+    assert_eq!((stats.units, stats.requests), (5 + 12 * 20, 1 + 3));
+    // The ETA for the next 100,000 messages comes from the same quota: hours, not minutes.
+    let eta = pacer
+        .eta(
+            &key,
+            hirewire_providers::Service::Gmail,
+            100_000,
+            pacer.backfill_cost_per_message(hirewire_providers::Service::Gmail),
+        )
+        .unwrap();
+    assert!(eta > Duration::from_secs(5 * 3600), "{eta:?}");
+}
