@@ -8,16 +8,22 @@
 //! 4. [`threading_keys`]: provider thread id, else Message-ID / In-Reply-To / References.
 //! 5. [`sanitize_for_storage`] then, at display time, [`render_html`] inside a
 //!    sandboxed iframe served with [`BODY_CSP`].
+//! 6. [`compose`]: the other direction, a recruiter's Markdown draft to RFC 5322 bytes for sending.
 //!
 //! Nothing here panics on any input: each result carries `problems`.
 
 pub mod address;
+pub mod compose;
 pub mod html;
 pub mod matching;
 pub mod message;
 pub mod thread;
 
 pub use address::{AddressNormalizer, AddressOptions};
+pub use compose::{
+    ComposeError, ComposeLimits, Composed, Draft, Field, FileAttachment, Recipient, ReplyTo, compose,
+    render_markdown,
+};
 pub use hirewire_domain::email::AddressKey;
 pub use html::{
     BODY_CSP, BODY_CSP_SHOW_IMAGES, IFRAME_SANDBOX, IMAGE_PLACEHOLDER, RenderedHtml, body_csp,
