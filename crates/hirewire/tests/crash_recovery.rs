@@ -136,15 +136,19 @@ impl Launch {
                     .arg(&self.data_dir);
             }
         }
-        let server = Server {
+        let mut server = Server {
             child: cmd.spawn().expect("start hirewire serve"),
         };
         let health = format!("{}/healthz", self.url());
-        for _ in 0..400 {
+        // A liveness bound, not a speed check: 30 s.
+        for _ in 0..1200 {
             if let Ok(r) = reqwest::get(&health).await
                 && r.status().is_success()
             {
                 return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the server exited ({status}); log:\n{}", self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -481,7 +485,8 @@ async fn kill_during_backfill_then_restart(db: TestDb) {
 
     // The last run catches up on its own.
     let mut caught_up = false;
-    for _ in 0..1200 {
+    // A liveness bound, not a speed check: 3 minutes.
+    for _ in 0..3600 {
         if progress(&store, &grants).await.1 {
             caught_up = true;
             break;
