@@ -6,7 +6,8 @@
 //! stored twice. On SQLite (a temporary file) and PostgreSQL (a fresh schema).
 //!
 //! The kill points are drawn from a seeded RNG; the seed is printed, and
-//! `HIREWIRE_CRASH_SEED=<seed>` replays a run.
+//! `HIREWIRE_CRASH_SEED=<seed>` replays its kill points (the timing of the
+//! server's steps between them is the machine's).
 
 use std::collections::BTreeSet;
 use std::fs::File;
