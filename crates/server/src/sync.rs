@@ -11,8 +11,9 @@
 //!    from the saved page cursor. The last page switches to `incremental`.
 //! 3. `incremental`: what changed since the cursor (a stored message the
 //!    provider reports removed is deleted only when it is really gone, see
-//!    `apply_removals`); then idle for [`SyncConfig::incremental_interval`]. A rejected cursor resets the grant
-//!    to `resync` (the store skips what it already has, so no duplicates).
+//!    `apply_removals`); then idle for [`SyncConfig::incremental_interval`].
+//!    A rejected cursor resets the grant to `resync` (the store skips what it
+//!    already has, so no duplicates).
 //!
 //! Every page goes through the mail core: headers first ([`parse_envelope`]),
 //! candidate matching ([`CandidateIndex`]), and only messages that involve a
