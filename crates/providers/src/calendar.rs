@@ -42,8 +42,8 @@ use sha2::{Digest, Sha256};
 
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
-use crate::http::{HttpClient, Response, api_error, parse_json};
-use crate::pacing::{Op, PaceKey, Pacer};
+use crate::http::{HttpClient, Response, api_error, json_or_api_error};
+use crate::pacing::{Op, PaceKey, Pacer, send_paced};
 use crate::{Provider, Secret};
 
 /// The longest window one Graph `getSchedule` call accepts (PROVIDERS.md §3.8).
@@ -809,16 +809,11 @@ impl CalendarClient {
             .body(body.unwrap_or_default())
             .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
         // Every calendar call is safe to repeat (see the module docs).
-        match &self.pacing {
-            None => self.http.send(req, true).await,
-            Some((pacer, key)) => {
-                let op = match self.provider {
-                    Provider::Microsoft => Op::Graph,
-                    Provider::Google => Op::GoogleCalendar,
-                };
-                pacer.send(&self.http, key, op, req, true).await
-            }
-        }
+        let op = match self.provider {
+            Provider::Microsoft => Op::Graph,
+            Provider::Google => Op::GoogleCalendar,
+        };
+        send_paced(&self.http, self.pacing.as_ref(), op, req, true).await
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(
@@ -826,14 +821,7 @@ impl CalendarClient {
         url: &str,
         resp: Response,
     ) -> Result<T, ProviderError> {
-        if resp.status().is_success() {
-            return parse_json(url, resp.body());
-        }
-        Err(api_error(
-            self.provider,
-            resp.status().as_u16(),
-            resp.body(),
-        ))
+        json_or_api_error(self.provider, url, resp)
     }
 }
 

@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ProviderError, ReauthReason};
@@ -296,6 +297,28 @@ pub(crate) fn get_request(
         .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))
 }
 
+/// A bearer-authenticated request with a JSON body.
+pub(crate) fn json_request<T: Serialize>(
+    method: ::http::Method,
+    url: &str,
+    token: &Secret,
+    body: &T,
+) -> Result<Request, ProviderError> {
+    let body = serde_json::to_vec(body)
+        .map_err(|e| ProviderError::Protocol(format!("serializing a request: {e}")))?;
+    ::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(
+            ::http::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose()),
+        )
+        .header(::http::header::CONTENT_TYPE, "application/json")
+        .header(::http::header::ACCEPT, "application/json")
+        .body(body)
+        .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))
+}
+
 /// A request ready to be sent (and sent again): the parts of an [`http::Request`] that a retry needs.
 pub(crate) struct Prepared {
     pub(crate) method: ::http::Method,
@@ -357,6 +380,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<
             url_path = path_of(url)
         ))
     })
+}
+
+/// A success body parsed as `T`, or the API error of a non-2xx answer.
+pub(crate) fn json_or_api_error<T: DeserializeOwned>(
+    provider: Provider,
+    url: &str,
+    resp: Response,
+) -> Result<T, ProviderError> {
+    if resp.status().is_success() {
+        parse_json(url, resp.body())
+    } else {
+        Err(api_error(provider, resp.status().as_u16(), resp.body()))
+    }
 }
 
 fn path_of(url: &str) -> String {

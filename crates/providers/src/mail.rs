@@ -40,8 +40,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
-use crate::http::{HttpClient, Request, Response, api_error, get_request, parse_json, retry_after};
-use crate::pacing::{GmailMethod, Op, PaceKey, Pacer};
+use crate::http::{
+    HttpClient, Request, Response, api_error, get_request, json_or_api_error, json_request,
+    parse_json, retry_after,
+};
+use crate::pacing::{GmailMethod, Op, PaceKey, Pacer, send_paced};
 use crate::{Provider, Secret};
 
 /// Graph folders watched by incremental sync: mail from and to the recruiter.
@@ -302,24 +305,8 @@ impl MailReader {
         ids: &[String],
     ) -> Result<Vec<Result<RawMessage, ProviderError>>, ProviderError> {
         let mut out = Vec::with_capacity(ids.len());
-        match self.provider {
-            Provider::Microsoft if self.graph_batch => {
-                for chunk in ids.chunks(GRAPH_BATCH) {
-                    let results = match self.graph_batch_raw(token, chunk).await {
-                        Ok(r) => r,
-                        Err(e) if out.is_empty() => return Err(e),
-                        Err(e) => vec![Err(e)],
-                    };
-                    for r in results {
-                        let stop = r.as_ref().is_err_and(stops_the_rest);
-                        out.push(r);
-                        if stop {
-                            return Ok(out);
-                        }
-                    }
-                }
-            }
-            Provider::Microsoft => {
+        let batch = match self.provider {
+            Provider::Microsoft if !self.graph_batch => {
                 for id in ids {
                     let r = self.fetch_raw(token, id).await;
                     let stop = r.as_ref().is_err_and(stops_the_rest);
@@ -328,26 +315,29 @@ impl MailReader {
                         break;
                     }
                 }
+                return Ok(out);
             }
-            Provider::Google => {
-                let batch = match &self.pacing {
-                    Some((pacer, _)) => pacer.gmail_batch_size(GMAIL_BATCH),
-                    None => GMAIL_BATCH,
-                };
-                for chunk in ids.chunks(batch) {
-                    let results = self.gmail_batch_raw(token, chunk).await;
-                    let results = match results {
-                        Ok(r) => r,
-                        Err(e) if out.is_empty() => return Err(e),
-                        Err(e) => vec![Err(e)],
-                    };
-                    for r in results {
-                        let stop = r.as_ref().is_err_and(stops_the_rest);
-                        out.push(r);
-                        if stop {
-                            return Ok(out);
-                        }
-                    }
+            Provider::Microsoft => GRAPH_BATCH,
+            Provider::Google => match &self.pacing {
+                Some((pacer, _)) => pacer.gmail_batch_size(GMAIL_BATCH),
+                None => GMAIL_BATCH,
+            },
+        };
+        for chunk in ids.chunks(batch) {
+            let results = match self.provider {
+                Provider::Microsoft => self.graph_batch_raw(token, chunk).await,
+                Provider::Google => self.gmail_batch_raw(token, chunk).await,
+            };
+            let results = match results {
+                Ok(r) => r,
+                Err(e) if out.is_empty() => return Err(e),
+                Err(e) => vec![Err(e)],
+            };
+            for r in results {
+                let stop = r.as_ref().is_err_and(stops_the_rest);
+                out.push(r);
+                if stop {
+                    return Ok(out);
                 }
             }
         }
@@ -432,18 +422,13 @@ impl MailReader {
                 })
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "requests": requests }))
-            .map_err(|e| ProviderError::Protocol(format!("serializing a batch: {e}")))?;
         let url = format!("{}/v1.0/$batch", self.endpoints.graph);
-        let req = ::http::Request::post(&url)
-            .header(
-                ::http::header::AUTHORIZATION,
-                format!("Bearer {}", token.expose()),
-            )
-            .header(::http::header::CONTENT_TYPE, "application/json")
-            .header(::http::header::ACCEPT, "application/json")
-            .body(body)
-            .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))?;
+        let req = json_request(
+            ::http::Method::POST,
+            &url,
+            token,
+            &serde_json::json!({ "requests": requests }),
+        )?;
         let count = u32::try_from(paths.len()).unwrap_or(u32::MAX);
         // Every inner request is a GET: safe to send again as a whole.
         let resp = self.send(Op::GraphBatch(count), req).await?;
@@ -957,10 +942,7 @@ impl MailReader {
 
     /// An idempotent request, through the pacer when there is one.
     async fn send(&self, op: Op, request: Request) -> Result<Response, ProviderError> {
-        match &self.pacing {
-            None => self.http.send(request, true).await,
-            Some((pacer, key)) => pacer.send(&self.http, key, op, request, true).await,
-        }
+        send_paced(&self.http, self.pacing.as_ref(), op, request, true).await
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(
@@ -968,15 +950,7 @@ impl MailReader {
         url: &str,
         resp: Response,
     ) -> Result<T, ProviderError> {
-        if resp.status().is_success() {
-            parse_json(url, resp.body())
-        } else {
-            Err(api_error(
-                self.provider,
-                resp.status().as_u16(),
-                resp.body(),
-            ))
-        }
+        json_or_api_error(self.provider, url, resp)
     }
 }
 

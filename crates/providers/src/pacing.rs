@@ -1069,6 +1069,20 @@ impl Pacer {
     }
 }
 
+/// Sends `request` through `pacing`'s pacer when a reader has one, else straight through `http` (its own retries).
+pub(crate) async fn send_paced(
+    http: &HttpClient,
+    pacing: Option<&(Pacer, PaceKey)>,
+    op: Op,
+    request: Request,
+    idempotent: bool,
+) -> Result<Response, ProviderError> {
+    match pacing {
+        None => http.send(request, idempotent).await,
+        Some((pacer, key)) => pacer.send(http, key, op, request, idempotent).await,
+    }
+}
+
 /// What a response means for pacing: throttling (pause the mailbox), a retryable failure, or an answer.
 fn classify(service: Service, resp: Response, prepared: &Prepared, idempotent: bool) -> Verdict {
     let status = resp.status().as_u16();

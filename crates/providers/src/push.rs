@@ -26,8 +26,11 @@ use subtle::ConstantTimeEq;
 
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
-use crate::http::{HttpClient, Request, Response, api_error, get_request, parse_json};
-use crate::pacing::{GmailMethod, Op, PaceKey, Pacer};
+use crate::http::{
+    HttpClient, Request, Response, api_error, get_request, json_or_api_error, json_request,
+    parse_json,
+};
+use crate::pacing::{GmailMethod, Op, PaceKey, Pacer, send_paced};
 use crate::{Provider, Secret};
 
 /// The longest Graph allows for an Outlook message / event subscription in the older docs (4,230 minutes, just
@@ -324,10 +327,7 @@ impl PushClient {
         request: Request,
         idempotent: bool,
     ) -> Result<Response, ProviderError> {
-        match &self.pacing {
-            None => self.http.send(request, idempotent).await,
-            Some((pacer, key)) => pacer.send(&self.http, key, op, request, idempotent).await,
-        }
+        send_paced(&self.http, self.pacing.as_ref(), op, request, idempotent).await
     }
 
     fn json_or_error<T: serde::de::DeserializeOwned>(
@@ -335,15 +335,7 @@ impl PushClient {
         url: &str,
         resp: Response,
     ) -> Result<T, ProviderError> {
-        if resp.status().is_success() {
-            parse_json(url, resp.body())
-        } else {
-            Err(api_error(
-                self.provider,
-                resp.status().as_u16(),
-                resp.body(),
-            ))
-        }
+        json_or_api_error(self.provider, url, resp)
     }
 }
 
@@ -354,27 +346,6 @@ fn validation_failed(body: &[u8]) -> bool {
     v["error"]["message"]
         .as_str()
         .is_some_and(|m| m.to_ascii_lowercase().contains("validation"))
-}
-
-fn json_request<T: Serialize>(
-    method: ::http::Method,
-    url: &str,
-    token: &Secret,
-    body: &T,
-) -> Result<Request, ProviderError> {
-    let body = serde_json::to_vec(body)
-        .map_err(|e| ProviderError::Protocol(format!("serializing a request: {e}")))?;
-    ::http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header(
-            ::http::header::AUTHORIZATION,
-            format!("Bearer {}", token.expose()),
-        )
-        .header(::http::header::CONTENT_TYPE, "application/json")
-        .header(::http::header::ACCEPT, "application/json")
-        .body(body)
-        .map_err(|e| ProviderError::Protocol(format!("building a request: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 //! local `$batch` server: 20 messages per batch plus one batch of attachment lists, answers matched by `id` in any
 //! order, per-request 404 and 429, and the pacer told about an inner 429.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,10 +11,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::Uri;
 use base64::Engine as _;
+use common::no_retry_http;
 use hirewire_providers::pacing::ManualClock;
 use hirewire_providers::{
-    Endpoints, HttpClient, HttpConfig, MailReader, PaceKey, Pacer, PacingConfig, Provider,
-    ProviderError, RetryPolicy, Secret, Service,
+    Endpoints, MailReader, PaceKey, Pacer, PacingConfig, Provider, ProviderError, Secret, Service,
 };
 use serde_json::{Value, json};
 
@@ -93,23 +95,15 @@ async fn serve() -> Server {
     Server { base, seen }
 }
 
-fn http() -> HttpClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    HttpClient::new(HttpConfig {
-        retry: RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        },
-        ..HttpConfig::default()
-    })
-    .unwrap()
-}
-
 #[tokio::test]
 async fn twenty_graph_messages_are_fetched_per_batch_with_their_attachments_in_one_more() {
     let server = serve().await;
-    let reader = MailReader::new(Provider::Microsoft, Endpoints::all_at(&server.base), http())
-        .with_graph_batch(true);
+    let reader = MailReader::new(
+        Provider::Microsoft,
+        Endpoints::all_at(&server.base),
+        no_retry_http(),
+    )
+    .with_graph_batch(true);
     let mut ids: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
     ids[3] = "att3".into();
     ids[21] = "gone".into();
@@ -152,9 +146,13 @@ async fn an_inner_429_stops_the_rest_and_pauses_the_mailbox_in_the_pacer() {
     let pacer =
         Pacer::with_parts(PacingConfig::default(), Arc::new(clock), Arc::new(|| 0.5)).unwrap();
     let key = PaceKey::new("app", "a@corp.example");
-    let reader = MailReader::new(Provider::Microsoft, Endpoints::all_at(&server.base), http())
-        .with_graph_batch(true)
-        .with_pacer(pacer.clone(), key.clone());
+    let reader = MailReader::new(
+        Provider::Microsoft,
+        Endpoints::all_at(&server.base),
+        no_retry_http(),
+    )
+    .with_graph_batch(true)
+    .with_pacer(pacer.clone(), key.clone());
     let ids: Vec<String> = ["m0", "hot", "m2"].iter().map(|s| s.to_string()).collect();
     let got = reader
         .fetch_raw_many(&Secret::new("at"), &ids)

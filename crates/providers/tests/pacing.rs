@@ -1,6 +1,8 @@
 //! The pacer on the real request paths (`MailReader::with_pacer`), against a small local server that records
 //! when (on the pacer's manual clock) each request of each mailbox arrived and how many were in flight.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,10 +10,11 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use common::no_retry_http;
 use hirewire_providers::pacing::{BackoffConfig, ManualClock, PaceClock, RateLimit, ServicePacing};
 use hirewire_providers::{
-    Endpoints, GmailMethod, HttpClient, HttpConfig, MailReader, PaceKey, Pacer, PacingConfig,
-    Provider, ProviderError, RetryPolicy, Secret, Service,
+    Endpoints, GmailMethod, MailReader, PaceKey, Pacer, PacingConfig, Provider, ProviderError,
+    Secret, Service,
 };
 
 /// What the server answers to the `n`-th (0-based) request of mailbox `token`: status, Retry-After, body.
@@ -99,21 +102,8 @@ async fn serve(clock: ManualClock, hold: Duration, script: Script) -> Server {
     Server { base, log }
 }
 
-fn http() -> HttpClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    HttpClient::new(HttpConfig {
-        // The pacer retries; the client's own retries would hide tries from it.
-        retry: RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        },
-        ..HttpConfig::default()
-    })
-    .unwrap()
-}
-
 fn reader(provider: Provider, server: &Server, pacer: &Pacer, mailbox: &str) -> MailReader {
-    MailReader::new(provider, Endpoints::all_at(&server.base), http())
+    MailReader::new(provider, Endpoints::all_at(&server.base), no_retry_http())
         .with_pacer(pacer.clone(), PaceKey::new("app", mailbox))
 }
 

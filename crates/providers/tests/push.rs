@@ -5,6 +5,8 @@
 //!
 //! `tests/data/pubsub-test-key.pem` is a throwaway RSA key made for these tests; it signs nothing real.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,15 +17,13 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::no_retry_http;
 use hirewire_providers::push::{
     ChangeType, LifecycleEvent, NewSubscription, NotificationKind, PubSubAuthConfig,
     PubSubVerifier, PushError, client_state_matches, decode_pubsub_push, new_client_state,
     parse_graph_notifications,
 };
-use hirewire_providers::{
-    Endpoints, HttpClient, HttpConfig, Provider, ProviderError, PushClient, PushConfig,
-    RetryPolicy, Secret,
-};
+use hirewire_providers::{Endpoints, Provider, ProviderError, PushClient, PushConfig, Secret};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -94,23 +94,11 @@ async fn serve(answer: Answer) -> Server {
     Server { base, seen }
 }
 
-fn http() -> HttpClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    HttpClient::new(HttpConfig {
-        retry: RetryPolicy {
-            max_retries: 0,
-            ..RetryPolicy::default()
-        },
-        ..HttpConfig::default()
-    })
-    .unwrap()
-}
-
 fn push_client(provider: Provider, server: &Server, max_lifetime: Duration) -> PushClient {
     PushClient::new(
         provider,
         Endpoints::all_at(&server.base),
-        http(),
+        no_retry_http(),
         PushConfig {
             graph_max_lifetime: max_lifetime,
         },
@@ -468,7 +456,7 @@ fn verifier(keys: &Keys, skew: i64, elapsed: Arc<Mutex<Duration>>) -> PubSubVeri
     config.certs_url = format!("{}/oauth2/v3/certs", keys.server.base);
     config.leeway = Duration::from_secs(30);
     let start = Instant::now();
-    PubSubVerifier::new(config, http()).with_clock(
+    PubSubVerifier::new(config, no_retry_http()).with_clock(
         Arc::new(move || Timestamp::from_second(1_741_900_000 + skew).unwrap()),
         Arc::new(move || start + *elapsed.lock().unwrap()),
     )
@@ -563,7 +551,7 @@ async fn a_configured_service_account_must_be_the_verified_signer() {
     let mut config = PubSubAuthConfig::google(AUDIENCE);
     config.certs_url = format!("{}/oauth2/v3/certs", keys.server.base);
     config.service_account = Some("gmail-push@myproject.iam.gserviceaccount.com".into());
-    let v = PubSubVerifier::new(config, http()).with_clock(
+    let v = PubSubVerifier::new(config, no_retry_http()).with_clock(
         Arc::new(|| Timestamp::from_second(1_741_899_000).unwrap()),
         Arc::new(Instant::now),
     );

@@ -113,39 +113,68 @@ fn sandbox_now() -> Timestamp {
     Timestamp::now()
 }
 
-#[tokio::test]
-async fn a_graph_subscription_is_validated_notifies_with_its_client_state_and_is_renewed_and_deleted()
- {
-    let w = start().await;
+/// A Microsoft mailbox's token, a listening webhook (its base URL and deliveries) and a push client, with the
+/// sandbox's notification retries shrunk to test scale.
+async fn graph_push(
+    w: &World,
+) -> (
+    Secret,
+    String,
+    mpsc::UnboundedReceiver<Delivery>,
+    PushClient,
+) {
     settings(
-        &w,
+        w,
         json!({"push_retry_initial_ms": 20, "push_retry_max_ms": 100, "push_timeout_ms": 5000}),
     )
     .await;
-    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
-    let (hook, mut rx) = webhook().await;
+    let token = token_for(w, Provider::Microsoft, MS_USER).await;
+    let (hook, rx) = webhook().await;
     let push = PushClient::new(
         Provider::Microsoft,
         w.endpoints(),
         w.http(),
         PushConfig::default(),
     );
+    (token, hook, rx, push)
+}
+
+/// A subscription to `resource` for every change, notified at the webhook (`?org=1` kept) with lifecycle events.
+fn graph_subscription(
+    hook: &str,
+    resource: &str,
+    state: &Secret,
+    lifetime: Duration,
+) -> NewSubscription {
+    NewSubscription {
+        resource: resource.into(),
+        change_types: vec![
+            ChangeType::Created,
+            ChangeType::Updated,
+            ChangeType::Deleted,
+        ],
+        notification_url: format!("{hook}/hooks/graph?org=1"),
+        lifecycle_notification_url: Some(format!("{hook}/hooks/graph-lifecycle")),
+        client_state: state.clone(),
+        lifetime,
+    }
+}
+
+#[tokio::test]
+async fn a_graph_subscription_is_validated_notifies_with_its_client_state_and_is_renewed_and_deleted()
+ {
+    let w = start().await;
+    let (token, hook, mut rx, push) = graph_push(&w).await;
     let state = new_client_state();
     let sub = push
         .create_subscription(
             &token,
-            &NewSubscription {
-                resource: "me/mailFolders('inbox')/messages".into(),
-                change_types: vec![
-                    ChangeType::Created,
-                    ChangeType::Updated,
-                    ChangeType::Deleted,
-                ],
-                notification_url: format!("{hook}/hooks/graph?org=1"),
-                lifecycle_notification_url: Some(format!("{hook}/hooks/graph-lifecycle")),
-                client_state: state.clone(),
-                lifetime: Duration::from_secs(30 * 24 * 3600),
-            },
+            &graph_subscription(
+                &hook,
+                "me/mailFolders('inbox')/messages",
+                &state,
+                Duration::from_secs(30 * 24 * 3600),
+            ),
             sandbox_now(),
         )
         .await
@@ -439,31 +468,12 @@ async fn a_throttled_mailbox_waits_out_its_retry_after_while_another_mailbox_kee
 #[tokio::test]
 async fn reauthorization_and_removal_lifecycle_events_reach_the_lifecycle_endpoint() {
     let w = start().await;
-    settings(
-        &w,
-        json!({"push_retry_initial_ms": 20, "push_retry_max_ms": 100}),
-    )
-    .await;
-    let token = token_for(&w, Provider::Microsoft, MS_USER).await;
-    let (hook, mut rx) = webhook().await;
-    let push = PushClient::new(
-        Provider::Microsoft,
-        w.endpoints(),
-        w.http(),
-        PushConfig::default(),
-    );
+    let (token, hook, mut rx, push) = graph_push(&w).await;
     let state = new_client_state();
     let sub = push
         .create_subscription(
             &token,
-            &NewSubscription {
-                resource: "me/messages".into(),
-                change_types: vec![ChangeType::Created],
-                notification_url: format!("{hook}/hooks/graph"),
-                lifecycle_notification_url: Some(format!("{hook}/hooks/graph-lifecycle")),
-                client_state: state.clone(),
-                lifetime: Duration::from_secs(3600),
-            },
+            &graph_subscription(&hook, "me/messages", &state, Duration::from_secs(3600)),
             sandbox_now(),
         )
         .await

@@ -40,6 +40,19 @@ impl Sleeper for RecordingSleeper {
     }
 }
 
+/// A client that never retries by itself (for small local servers, and for the pacer, which retries on its own).
+pub fn no_retry_http() -> HttpClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    HttpClient::new(HttpConfig {
+        retry: hirewire_providers::RetryPolicy {
+            max_retries: 0,
+            ..hirewire_providers::RetryPolicy::default()
+        },
+        ..HttpConfig::default()
+    })
+    .unwrap()
+}
+
 pub struct World {
     pub sandbox: SandboxHandle,
     pub base: String,
