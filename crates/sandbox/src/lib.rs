@@ -6,7 +6,7 @@
 //! | host it stands in for | paths |
 //! |---|---|
 //! | `login.microsoftonline.com` | `/{tenant}/oauth2/v2.0/authorize`, `/{tenant}/oauth2/v2.0/token`, `/{tenant}/v2.0/adminconsent` |
-//! | `graph.microsoft.com` | `/v1.0/...` |
+//! | `graph.microsoft.com` | `/v1.0/...` (also `/v1.0/$batch`) |
 //! | `accounts.google.com` | `/o/oauth2/v2/auth` |
 //! | `oauth2.googleapis.com` | `/token`, `/revoke`, `/tokeninfo` |
 //! | `gmail.googleapis.com` | `/gmail/v1/...` |
@@ -26,6 +26,7 @@ pub mod control;
 pub mod faults;
 pub mod flow;
 pub mod google_identity;
+pub mod graph_batch;
 pub mod jwt;
 pub mod mail_api;
 pub mod mail_control;
@@ -159,6 +160,7 @@ pub fn router(app: App) -> Router {
         .merge(control::routes())
         .merge(mail_control::routes())
         .merge(push_api::routes())
+        .merge(graph_batch::routes())
         .merge(push_control::routes())
         .merge(flow::routes())
         .merge(send_api::routes())
@@ -171,7 +173,7 @@ pub fn router(app: App) -> Router {
 }
 
 /// Rewrites Graph OData path forms (`mailFolders('inbox')`, `delta()`) before routing.
-fn normalize(mut req: Request) -> Request {
+pub(crate) fn normalize(mut req: Request) -> Request {
     let path = req.uri().path();
     if path.starts_with("/v1.0/") && (path.contains('(') || path.contains("%28")) {
         let decoded = path.replace("%28", "(").replace("%29", ")");

@@ -252,6 +252,8 @@ pub struct Settings {
     /// original event, nothing created), `"conflict"` (409 `ErrorDuplicateTransactionId`) or `"ignore"` (a
     /// second event is created).
     pub graph_transaction_id_repeat: String,
+    /// [D] How many inner requests of a Graph `$batch` run at once (Outlook: 4 per mailbox).
+    pub graph_batch_parallelism: u32,
     /// [D ⚠] Maximum lifetime of an Outlook message/event subscription, in minutes (stored docs: 4,230; newer
     /// docs: 10,080).
     pub graph_subscription_max_minutes: i64,
@@ -311,6 +313,7 @@ impl Default for Settings {
             graph_delta_expired_status: 410,
             graph_delta_expired_code: "SyncStateNotFound".into(),
             graph_transaction_id_repeat: "original".into(),
+            graph_batch_parallelism: 4,
             graph_subscription_max_minutes: 4230,
             graph_subscription_reject_over_max: false,
             graph_validation_timeout_ms: 10_000,
