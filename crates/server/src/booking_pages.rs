@@ -371,7 +371,7 @@ async fn page(
     Path(token): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let ctx = match sched::open_link(&state, &token).await {
+    let ctx = match sched::open_link_cached(&state, &token).await {
         Ok(c) => c,
         Err(e) => return open_failed(e),
     };

@@ -60,6 +60,10 @@ pub struct SchedulerConfig {
     pub busy_ttl: Duration,
     /// Lease of an event job.
     pub lease: Duration,
+    /// How long a resolved link (recruiter, settings, meeting) is reused by
+    /// the read-only booking endpoints. Writes through this instance drop it
+    /// at once; booking always reads the database.
+    pub link_ttl: Duration,
     /// Attempts of an event job before it fails for good.
     pub max_attempts: u32,
     /// Delay between attempts (a provider's `Retry-After` wins when longer).
@@ -70,6 +74,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             busy_ttl: Duration::from_secs(60),
+            link_ttl: Duration::from_secs(5),
             lease: Duration::from_secs(120),
             max_attempts: 12,
             backoff: Backoff::default(),
@@ -271,6 +276,52 @@ pub struct LinkContext {
     pub rules: Rules,
     /// The link's booking, when it was booked.
     pub booking: Option<Booking>,
+}
+
+/// [`open_link`] for read-only use (slots, the link's page): reuses a link
+/// resolved less than [`SchedulerConfig::link_ttl`] ago. Expiry is re-derived
+/// from `now`, so a cached link never outlives its `expires_at`.
+pub async fn open_link_cached(
+    state: &AppState,
+    token: &str,
+) -> Result<Arc<LinkContext>, OpenError> {
+    let digest = token_digest(token);
+    let now = state.now();
+    let ttl =
+        SignedDuration::try_from(state.config.scheduler.link_ttl).unwrap_or(SignedDuration::ZERO);
+    let hit = {
+        let links = state
+            .scheduler
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        links
+            .get(&digest)
+            .filter(|(at, _)| *at <= now && now.duration_since(*at) < ttl)
+            .map(|(_, c)| c.clone())
+    };
+    let ctx = match hit {
+        Some(c) => c,
+        None => {
+            let c = Arc::new(open_link(state, token).await?);
+            let mut links = state
+                .scheduler
+                .links
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if links.len() >= MAX_CACHED_LINKS {
+                links.clear();
+            }
+            links.insert(digest, (now, c.clone()));
+            c
+        }
+    };
+    if ctx.link.is_bookable() && ctx.link.expires_at <= now {
+        let mut c = (*ctx).clone();
+        c.link.status = hirewire_store::LinkStatus::Expired;
+        return Ok(Arc::new(c));
+    }
+    Ok(ctx)
 }
 
 /// Resolves a link token (any org: the token is the credential). Opening a
@@ -547,7 +598,15 @@ struct BusyEntry {
 #[derive(Default)]
 pub struct BusyCache {
     entries: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Option<BusyEntry>>>>>,
+    /// Resolved links by token digest, with when they were read.
+    links: Mutex<HashMap<Vec<u8>, CachedLink>>,
 }
+
+/// A resolved link and when it was read.
+type CachedLink = (Timestamp, Arc<LinkContext>);
+
+/// Most links kept resolved at once (the map is emptied when it is full).
+const MAX_CACHED_LINKS: usize = 50_000;
 
 impl BusyCache {
     fn slot(&self, user: UserId) -> Arc<tokio::sync::Mutex<Option<BusyEntry>>> {
@@ -558,13 +617,25 @@ impl BusyCache {
         map.entry(user).or_default().clone()
     }
 
-    /// Forgets `user`'s entry (after their bookings changed here).
+    /// Forgets `user`'s busy time and resolved links (after their bookings
+    /// or settings changed here).
     pub fn invalidate(&self, user: UserId) {
         let mut map = self
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.remove(&user);
+        drop(map);
+        self.forget_links(|c| c.recruiter.id == user);
+    }
+
+    /// Forgets the resolved links `which` selects.
+    pub fn forget_links(&self, which: impl Fn(&LinkContext) -> bool) {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        links.retain(|_, (_, c)| !which(c));
     }
 }
 
@@ -996,6 +1067,8 @@ pub async fn book(
     state.scheduler.invalidate(ctx.recruiter.id);
     audit(state, &ctx, "booking.created", booking.id).await;
     let booking = sync_event(state, &ctx, booking, EventChange::Create).await;
+    let link_id = ctx.link.id;
+    state.scheduler.forget_links(|c| c.link.id == link_id);
     Ok((ctx, booking))
 }
 
@@ -1041,6 +1114,8 @@ pub async fn reschedule(
     state.scheduler.invalidate(ctx.recruiter.id);
     audit(state, &ctx, "booking.rescheduled", booking.id).await;
     let booking = sync_event(state, &ctx, booking, EventChange::Move).await;
+    let link_id = ctx.link.id;
+    state.scheduler.forget_links(|c| c.link.id == link_id);
     Ok((ctx, booking))
 }
 
@@ -1058,6 +1133,8 @@ pub async fn cancel(state: &AppState, token: &str) -> Result<(LinkContext, Booki
     state.scheduler.invalidate(ctx.recruiter.id);
     audit(state, &ctx, "booking.cancelled", booking.id).await;
     let booking = sync_event(state, &ctx, booking, EventChange::Delete).await;
+    let link_id = ctx.link.id;
+    state.scheduler.forget_links(|c| c.link.id == link_id);
     Ok((ctx, booking))
 }
 

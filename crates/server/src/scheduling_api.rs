@@ -355,7 +355,7 @@ fn book_error(e: BookError, ctx_for_slots: Option<&LinkContext>) -> Response {
 #[utoipa::path(get, path = "/booking/{token}", tag = "booking", params(("token" = String, Path)),
     responses((status = 200, body = PublicLink), (status = 404, body = BookingErrorBody), (status = 410, body = BookingErrorBody)))]
 async fn get_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let ctx = match sched::open_link(&state, &token).await {
+    let ctx = match sched::open_link_cached(&state, &token).await {
         Ok(c) => c,
         Err(e) => return open_error(e),
     };
@@ -457,7 +457,7 @@ async fn get_slots(
     Path(token): Path<String>,
     Query(p): Query<SlotParams>,
 ) -> Response {
-    let ctx = match sched::open_link(&state, &token).await {
+    let ctx = match sched::open_link_cached(&state, &token).await {
         Ok(c) => c,
         Err(e) => return open_error(e),
     };
@@ -738,7 +738,10 @@ pub async fn revoke(
         ));
     }
     match state.store.revoke_link(user.org_id, id, state.now()).await {
-        Ok(l) => Ok(l),
+        Ok(l) => {
+            state.scheduler.forget_links(|c| c.link.id == id);
+            Ok(l)
+        }
         Err(StoreError::Conflict {
             what: hirewire_store::LINK_USED,
         }) => Err(ApiError::conflict(

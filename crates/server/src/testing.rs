@@ -443,3 +443,72 @@ impl World {
         self.pages.leave_error_page(html).await
     }
 }
+
+/// What [`World::recruiter_with_calendar`] made.
+pub struct CalendarRecruiter {
+    pub org: OrgId,
+    pub user: User,
+    /// An API token of the recruiter.
+    pub token: String,
+    /// The sandbox account whose calendar was authorized.
+    pub calendar: &'static str,
+}
+
+impl World {
+    /// An org on `provider` ("microsoft" or "google") with recruiter
+    /// `riley@talent.example` (password `riley-password`, Europe/Berlin) whose
+    /// work calendar is authorized, through the sandbox's consent pages, as the
+    /// sandbox account `adele@acme.example` (Microsoft) or
+    /// `hank@globex.example` (Google).
+    pub async fn recruiter_with_calendar(&self, provider: &str) -> CalendarRecruiter {
+        let (calendar, domain) = if provider == "microsoft" {
+            ("adele@acme.example", "acme.example")
+        } else {
+            ("hank@globex.example", "globex.example")
+        };
+        let org = self.app.org("Talent Co", &[domain]).await;
+        let user = self
+            .app
+            .user(
+                org,
+                "riley@talent.example",
+                crate::testing::RECRUITER,
+                "riley-password",
+            )
+            .await;
+        self.use_provider(
+            org,
+            provider,
+            None,
+            hirewire_store::AccessLevelSetting::SendAndView,
+        )
+        .await;
+        let client = self
+            .app
+            .signed_in("riley@talent.example", "riley-password")
+            .await;
+        let landing = self
+            .authorize(
+                &client,
+                "/settings/email-calendar/calendar/authorize",
+                &[],
+                calendar,
+                Answer::AcceptAll,
+            )
+            .await;
+        match landing {
+            Landing::Redirect(url) => {
+                let res = client.get(url).send().await.expect("back to hirewire");
+                assert!(res.status().is_redirection() || res.status().is_success());
+            }
+            Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
+        }
+        let token = self.app.api_token(&user).await;
+        CalendarRecruiter {
+            org,
+            user,
+            token,
+            calendar,
+        }
+    }
+}

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use hirewire_domain::email::EmailAddress;
 use hirewire_domain::ids::OrgId;
-use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
+use hirewire_server::testing::World;
 use hirewire_store::testing::TestDb;
-use hirewire_store::{AccessLevelSetting, CapabilityKind, GrantStatus, User, both_backends};
+use hirewire_store::{CapabilityKind, GrantStatus, User, both_backends};
 use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -28,48 +28,16 @@ struct Setup {
 /// Mon-Fri 09:00-17:00, no notice, same-day allowed.
 async fn setup(db: &TestDb, provider: &str) -> Setup {
     let world = World::start(db).await;
-    let (calendar, domain) = if provider == "microsoft" {
-        ("adele@acme.example", "acme.example")
-    } else {
-        ("hank@globex.example", "globex.example")
-    };
-    let org = world.app.org("Talent Co", &[domain]).await;
-    let riley = world
-        .app
-        .user(org, "riley@talent.example", RECRUITER, "riley-password")
-        .await;
-    world
-        .use_provider(org, provider, None, AccessLevelSetting::SendAndView)
-        .await;
-    let client = world
-        .app
-        .signed_in("riley@talent.example", "riley-password")
-        .await;
-    let landing = world
-        .authorize(
-            &client,
-            "/settings/email-calendar/calendar/authorize",
-            &[],
-            calendar,
-            Answer::AcceptAll,
-        )
-        .await;
-    match landing {
-        Landing::Redirect(url) => {
-            let res = client.get(url).send().await.unwrap();
-            assert!(res.status().is_redirection() || res.status().is_success());
-        }
-        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
-    }
+    let r = world.recruiter_with_calendar(provider).await;
     let grant = world
         .app
         .store
-        .grant(riley.id, CapabilityKind::Calendar)
+        .grant(r.user.id, CapabilityKind::Calendar)
         .await
         .unwrap()
         .expect("calendar grant");
     assert_eq!(grant.status, GrantStatus::Active);
-    let token = world.app.api_token(&riley).await;
+    let (org, riley, token, calendar) = (r.org, r.user, r.token, r.calendar);
     let s = Setup {
         world,
         org,
