@@ -1170,6 +1170,60 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Whatever the interleaving of arrivals and completions across mailboxes, no mailbox ever has more than its
+        /// limit in flight, and every request is eventually let through.
+        #[test]
+        fn no_mailbox_ever_has_more_than_its_limit_in_flight(
+            limit in 1usize..6,
+            arrivals in proptest::collection::vec((0usize..3, 0usize..6), 1..60),
+        ) {
+            let mut config = PacingConfig::unlimited();
+            config.graph.max_concurrent_per_mailbox = Some(limit);
+            let pacer = Pacer::with_parts(config, Arc::new(ManualClock::auto_advance()), Arc::new(|| 0.5)).unwrap();
+            let keys: Vec<PaceKey> = (0..3).map(|i| PaceKey::new("app", format!("m{i}"))).collect();
+            let mut cx = Context::from_waker(Waker::noop());
+            type Acquire = Pin<Box<dyn Future<Output = Result<Ticket, ProviderError>> + Send>>;
+            let mut waiting: Vec<(usize, usize, Acquire)> = Vec::new();
+            // (mailbox, steps left, ticket)
+            let mut held: Vec<(usize, usize, Ticket)> = Vec::new();
+            let mut done = 0usize;
+            let total = arrivals.len();
+            let mut step = 0usize;
+            while done < total {
+                if let Some(&(mailbox, hold)) = arrivals.get(step) {
+                    let (p, k) = (pacer.clone(), keys[mailbox].clone());
+                    waiting.push((mailbox, hold, Box::pin(async move { p.acquire(&k, Op::Graph).await })));
+                }
+                step += 1;
+                held.retain_mut(|(_, left, _)| {
+                    if *left == 0 {
+                        false
+                    } else {
+                        *left -= 1;
+                        true
+                    }
+                });
+                let mut still = Vec::new();
+                for (mailbox, hold, mut f) in waiting.drain(..) {
+                    match f.as_mut().poll(&mut cx) {
+                        Poll::Ready(t) => {
+                            held.push((mailbox, hold, t.unwrap()));
+                            done += 1;
+                        }
+                        Poll::Pending => still.push((mailbox, hold, f)),
+                    }
+                }
+                waiting = still;
+                for m in 0..3 {
+                    let in_flight = held.iter().filter(|h| h.0 == m).count();
+                    prop_assert!(in_flight <= limit, "mailbox {m}: {in_flight} > {limit}");
+                }
+                prop_assert!(step < 10_000, "requests starved");
+            }
+        }
+    }
+
     #[test]
     fn a_quiet_bucket_releases_its_burst_at_once_then_paces_at_the_refill_rate() {
         // 10 units per second after a burst of 10: 20 per 1 s window.
