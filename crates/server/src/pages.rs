@@ -584,9 +584,16 @@ async fn write_inmail(
 ) -> Result<Response, PageError> {
     match users::validate_inmail_body(&form.body) {
         Err(msg) => {
-            let (status, page) =
-                render_candidate(&state, &viewer, &id, None, None, form.body.clone(), Some(msg))
-                    .await?;
+            let (status, page) = render_candidate(
+                &state,
+                &viewer,
+                &id,
+                None,
+                None,
+                form.body.clone(),
+                Some(msg),
+            )
+            .await?;
             Ok((status, page).into_response())
         }
         Ok(body) => {
