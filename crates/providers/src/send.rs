@@ -18,10 +18,11 @@
 //! sends *the same draft* ([`Lookup::Unsent`], [`MailSender::send_draft`]) and cannot produce a second message.
 //! Deferred send needs the draft too (`PATCH` of the extended property before `/send`).
 //!
-//! **Large messages.** Graph takes at most about 4 MB per request, so a message whose base64 form is larger
-//! than [`GRAPH_MIME_LIMIT`] is refused with [`Rejection::TooLarge`] before any call (the caller can keep
-//! attachments under the limit; Graph upload sessions for MIME drafts are not done here yet). Gmail messages
-//! above [`GMAIL_SIMPLE_LIMIT`] go through the multipart upload endpoint, up to [`GMAIL_UPLOAD_LIMIT`].
+//! **Large messages.** Graph takes at most about 4 MB per request. When a message's base64 form is larger than
+//! [`GRAPH_MIME_LIMIT`], its largest attachments are cut out of the MIME (byte ranges, nothing rebuilt), the
+//! draft is created from the rest, and each file is attached through an upload session
+//! (`createUploadSession`, chunked `PUT`) before `/send`. Gmail messages above [`GMAIL_SIMPLE_LIMIT`] go
+//! through the multipart upload endpoint, up to [`GMAIL_UPLOAD_LIMIT`].
 //!
 //! **Errors** ([`SendError`]): `Retryable` (the provider surely did not take the message: 429 with its
 //! `Retry-After`, 503, a connection never made, or a failure before the commit request), `Rejected` (will not
@@ -48,6 +49,9 @@ pub const GRAPH_MIME_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
 pub const GMAIL_SIMPLE_LIMIT: usize = 5 * 1024 * 1024 - 64 * 1024;
 /// Largest message Gmail accepts at all (`maxSize` of the upload endpoint: 35 MB).
 pub const GMAIL_UPLOAD_LIMIT: usize = 36_700_160;
+
+/// Chunk size of Graph attachment uploads (a multiple of 320 KiB, under Graph's 4 MB per request).
+pub const GRAPH_UPLOAD_CHUNK: usize = 9 * 320 * 1024;
 
 const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 
@@ -398,17 +402,20 @@ impl MailSender {
     }
 
     async fn graph_send(&self, token: &Secret, msg: &Outgoing<'_>) -> Result<Sent, SendError> {
-        let b64 = STANDARD.encode(msg.raw);
-        if b64.len() > GRAPH_MIME_LIMIT {
-            return Err(SendError::Rejected {
-                reason: Rejection::TooLarge,
-                detail: format!(
-                    "the message is {} bytes; Microsoft 365 takes at most {} bytes of MIME per request",
-                    msg.raw.len(),
-                    GRAPH_MIME_LIMIT / 4 * 3
-                ),
-            });
-        }
+        let (raw, uploads) = if base64_len(msg.raw.len()) > GRAPH_MIME_LIMIT {
+            split_large_attachments(msg.raw, GRAPH_MIME_LIMIT).ok_or_else(|| {
+                SendError::Rejected {
+                    reason: Rejection::TooLarge,
+                    detail: format!(
+                        "the message is {} bytes and its text and small attachments alone exceed what Microsoft 365 takes in one request",
+                        msg.raw.len()
+                    ),
+                }
+            })?
+        } else {
+            (msg.raw.to_vec(), Vec::new())
+        };
+        let b64 = STANDARD.encode(&raw);
         let base = &self.endpoints.graph;
         let created = self
             .once(
@@ -430,6 +437,9 @@ impl MailSender {
                 detail: format!("unexpected draft body: {e}"),
                 draft_id: None,
             })?;
+        for file in &uploads {
+            self.graph_upload(token, &draft.id, file).await?;
+        }
         if let Some(at) = msg.send_at {
             let body = json!({"singleValueExtendedProperties": [
                 {"id": "SystemTime 0x3FEF", "value": at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}
@@ -453,6 +463,66 @@ impl MailSender {
             provider_message_id: draft.id,
             thread_id: draft.conversation_id,
         })
+    }
+
+    /// Graph: attaches a large file to a draft through an upload session (chunks of [`GRAPH_UPLOAD_CHUNK`]
+    /// bytes to the pre-authenticated `uploadUrl`, which gets no bearer token).
+    async fn graph_upload(
+        &self,
+        token: &Secret,
+        draft_id: &str,
+        file: &LargeFile,
+    ) -> Result<(), SendError> {
+        let url = format!(
+            "{}/v1.0/me/messages/{}/attachments/createUploadSession",
+            self.endpoints.graph,
+            url::form_urlencoded::byte_serialize(draft_id.as_bytes()).collect::<String>()
+        );
+        let body = json!({"AttachmentItem": {
+            "attachmentType": "file",
+            "name": file.name,
+            "size": file.bytes.len(),
+            "contentType": file.content_type,
+        }});
+        let resp = self
+            .once(
+                request(
+                    ::http::Method::POST,
+                    &url,
+                    token,
+                    &[PREFER_IMMUTABLE],
+                    Some("application/json"),
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                )?,
+                false,
+                Some(draft_id),
+            )
+            .await?;
+        let session: UploadSession =
+            serde_json::from_slice(resp.body()).map_err(|e| SendError::Retryable {
+                retry_after: None,
+                detail: format!("unexpected upload session body: {e}"),
+                draft_id: Some(draft_id.to_owned()),
+            })?;
+        let total = file.bytes.len();
+        let mut start = 0;
+        while start < total {
+            let end = (start + GRAPH_UPLOAD_CHUNK).min(total);
+            let req = ::http::Request::put(&session.upload_url)
+                .header(::http::header::CONTENT_TYPE, "application/octet-stream")
+                .header(
+                    ::http::header::CONTENT_RANGE,
+                    format!("bytes {start}-{}/{total}", end - 1),
+                )
+                .body(file.bytes[start..end].to_vec())
+                .map_err(|e| SendError::Rejected {
+                    reason: Rejection::Invalid,
+                    detail: format!("building an upload request: {e}"),
+                })?;
+            self.once(req, false, Some(draft_id)).await?;
+            start = end;
+        }
+        Ok(())
     }
 
     /// Graph: sends an existing draft (`POST /me/messages/{id}/send`). Used by [`MailSender::send`], and after
@@ -639,6 +709,90 @@ impl MailSender {
     }
 }
 
+#[derive(Deserialize)]
+struct UploadSession {
+    #[serde(rename = "uploadUrl")]
+    upload_url: String,
+}
+
+/// An attachment taken out of a message to go through a Graph upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LargeFile {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Takes attachments out of a `multipart/mixed` message, largest first, until its base64 form fits in
+/// `limit`: returns the message without them and the files. The message is cut, not rebuilt: each removed
+/// part goes with the delimiter line before it (mail-parser gives the parts' byte ranges), so every other
+/// byte, headers included, stays as composed. `None` when the root is not `multipart/mixed` or the rest
+/// alone is still too large.
+fn split_large_attachments(raw: &[u8], limit: usize) -> Option<(Vec<u8>, Vec<LargeFile>)> {
+    use mail_parser::{MimeHeaders, PartType};
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let root = msg.root_part();
+    let ct = root.content_type()?;
+    if !ct.ctype().eq_ignore_ascii_case("multipart")
+        || !ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("mixed"))
+    {
+        return None;
+    }
+    let PartType::Multipart(children) = &root.body else {
+        return None;
+    };
+    // (removed range, size, file) for every attachment after the first part.
+    let mut candidates = Vec::new();
+    for w in children.windows(2) {
+        let (prev, part) = (msg.part(w[0])?, msg.part(w[1])?);
+        if part.is_message() || matches!(part.body, PartType::Multipart(_)) {
+            continue;
+        }
+        let Some(name) = part.attachment_name() else {
+            continue;
+        };
+        let content_type = part
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let range = prev.raw_end_offset() as usize..part.raw_end_offset() as usize;
+        candidates.push((
+            range,
+            LargeFile {
+                name: name.to_owned(),
+                content_type,
+                bytes: part.contents().to_vec(),
+            },
+        ));
+    }
+    candidates.sort_by_key(|(r, _)| std::cmp::Reverse(r.len()));
+    let mut size = raw.len();
+    let mut taken = Vec::new();
+    for (range, file) in candidates {
+        if base64_len(size) <= limit {
+            break;
+        }
+        size -= range.len();
+        taken.push((range, file));
+    }
+    if base64_len(size) > limit {
+        return None;
+    }
+    // Cut from the end so earlier ranges stay valid; upload in the message's order.
+    taken.sort_by_key(|(r, _)| r.start);
+    let mut out = raw.to_vec();
+    for (range, _) in taken.iter().rev() {
+        out.drain(range.clone());
+    }
+    Some((out, taken.into_iter().map(|(_, f)| f).collect()))
+}
+
 /// A lookup the provider refused (400/403 other than auth): the search cannot settle it. Auth and throttling
 /// stay errors, so the caller refreshes or waits and looks again.
 fn lookup_failure(provider: Provider, resp: &Response) -> Result<Lookup, ProviderError> {
@@ -731,6 +885,37 @@ mod tests {
             ))
             .1,
             "Recipient address required"
+        );
+    }
+
+    fn mixed(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut m = b"From: a@b.example\r\nTo: c@d.example\r\nSubject: s\r\nMessage-ID: <x@y>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\nHello\r\n".to_vec();
+        for (name, n) in files {
+            m.extend_from_slice(
+                format!("--BB\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n").as_bytes(),
+            );
+            m.extend_from_slice(STANDARD.encode(vec![b'z'; *n]).as_bytes());
+            m.extend_from_slice(b"\r\n");
+        }
+        m.extend_from_slice(b"--BB--\r\n");
+        m
+    }
+
+    #[test]
+    fn large_attachments_are_cut_out_whole_and_the_rest_stays_byte_for_byte() {
+        let raw = mixed(&[("small.txt", 100), ("big.bin", 3000), ("mid.bin", 1000)]);
+        let (rest, files) = split_large_attachments(&raw, base64_len(raw.len()) - 100).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].name, "big.bin");
+        assert_eq!(files[0].bytes, vec![b'z'; 3000]);
+        assert_eq!(rest, mixed(&[("small.txt", 100), ("mid.bin", 1000)]));
+        let (rest, files) = split_large_attachments(&raw, 2000).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["big.bin", "mid.bin"]);
+        assert_eq!(rest, mixed(&[("small.txt", 100)]));
+        assert!(
+            split_large_attachments(&raw, 100).is_none(),
+            "the text alone is too large"
         );
     }
 }

@@ -437,3 +437,80 @@ async fn a_graph_draft_that_was_never_sent_is_found_as_unsent_and_sending_it_aga
         Lookup::Found(_)
     ));
 }
+
+#[tokio::test]
+async fn a_composed_message_with_a_file_over_3_mb_arrives_whole_through_both_providers() {
+    use hirewire_mail::{ComposeLimits, Draft, FileAttachment, Recipient, compose};
+    for provider in [Provider::Microsoft, Provider::Google] {
+        let (w, sender, t) = setup(provider).await;
+        let to = user_of(other(provider));
+        let big: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let draft = Draft {
+            from: Recipient::named("Rita Recruiter", user_of(provider)),
+            to: vec![Recipient::named("Ana Lima", to)],
+            cc: vec![Recipient::address("hm@corp.example")],
+            bcc: vec![],
+            subject: "Offer — next steps".into(),
+            body_markdown: "Hi **Ana**,\n\nThe offer is attached.".into(),
+            attachments: vec![
+                FileAttachment {
+                    filename: "offer letter.pdf".into(),
+                    content_type: "application/pdf".into(),
+                    bytes: big.clone(),
+                },
+                FileAttachment {
+                    filename: "notes.txt".into(),
+                    content_type: "text/plain".into(),
+                    bytes: b"small".to_vec(),
+                },
+            ],
+            message_id: "<offer-1@hirewire.example>".into(),
+            reply: None,
+            date: 1_764_230_400,
+        };
+        let c = compose(&draft, &ComposeLimits::default()).unwrap();
+        let sent = sender.send(&t, &out(&c.raw)).await.unwrap();
+        assert!(!sent.provider_message_id.is_empty());
+        let inbox = folder(&w, to, "inbox").await;
+        assert_eq!(inbox.len(), 1, "{provider:?}");
+        let v = w
+            .control(
+                Method::GET,
+                &format!(
+                    "/_sandbox/mailboxes/{to}/messages/{}",
+                    inbox[0]["id"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        let raw = v["raw"].as_str().unwrap().as_bytes().to_vec();
+        let p = hirewire_mail::parse_full(&raw);
+        assert_eq!(
+            p.envelope.message_id.as_deref(),
+            Some("offer-1@hirewire.example")
+        );
+        assert_eq!(p.envelope.subject.as_deref(), Some("Offer — next steps"));
+        let mut names: Vec<String> = p
+            .attachments
+            .iter()
+            .filter_map(|a| a.filename.clone())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["notes.txt", "offer letter.pdf"], "{provider:?}");
+        let pdf = p
+            .attachments
+            .iter()
+            .find(|a| a.filename.as_deref() == Some("offer letter.pdf"))
+            .unwrap();
+        assert_eq!(pdf.size, big.len(), "{provider:?}");
+        assert!(p.html.unwrap().contains("<strong>Ana</strong>"));
+        if provider == Provider::Microsoft {
+            // Too large for one Graph request: the file went through an upload session, in chunks.
+            let counters = w.control(Method::GET, "/_sandbox/counters", None).await;
+            let chunks = counters["endpoints"]["graph.attachments.upload"]["requests"]
+                .as_u64()
+                .unwrap_or(0);
+            assert_eq!(chunks, 2, "{counters}");
+        }
+    }
+}

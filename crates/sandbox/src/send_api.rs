@@ -1434,15 +1434,30 @@ async fn graph_send_draft(
 fn add_to_draft(app: &App, p: &Principal, seq: u32, att: Att, now: i64) -> Result<(), GErr> {
     let key = (p.user.email.clone(), seq);
     let draft = app.mail(|m| m.outgoing.graph_drafts.get(&key).cloned());
-    let Some(GraphDraft {
-        model: Some(mut model),
-        deferred,
-    }) = draft
-    else {
-        return Err(GErr::bad(
-            "ErrorInvalidRequest",
-            "The sandbox adds attachments only to drafts created from JSON; put them in the MIME instead.",
-        ));
+    let (mut model, deferred) = match draft {
+        Some(GraphDraft {
+            model: Some(model),
+            deferred,
+        }) => (model, deferred),
+        // A draft created from MIME (or unknown to the send state): the file becomes a new part of the
+        // message's multipart/mixed.
+        other => {
+            let raw = app.mail(|m| mailbox(m, &p.user).msgs[seq as usize].raw.clone());
+            let raw = append_attachment(&raw, &att).ok_or_else(|| {
+                GErr::bad(
+                    "ErrorInvalidRequest",
+                    "The sandbox adds attachments to MIME drafts whose root is multipart/mixed only.",
+                )
+            })?;
+            let meta = meta_from_raw(&raw).map_err(|e| GErr::bad("ErrorInvalidRequest", e))?;
+            app.mail(|m| {
+                mailbox(m, &p.user).replace_content(seq, Arc::new(raw), meta, now);
+                if let Some(d) = other {
+                    m.outgoing.graph_drafts.insert(key, d);
+                }
+            });
+            return Ok(());
+        }
     };
     model.attachments.push(att);
     let mid = model.message_id.clone().unwrap_or_else(outlook_message_id);
@@ -1459,6 +1474,41 @@ fn add_to_draft(app: &App, p: &Principal, seq: u32, att: Att, now: i64) -> Resul
         );
     });
     Ok(())
+}
+
+/// Adds a file as the last part of a message whose root is `multipart/mixed`. The part is written by
+/// mail-builder; it is inserted before the closing delimiter found through mail-parser's boundary.
+fn append_attachment(raw: &[u8], att: &Att) -> Option<Vec<u8>> {
+    use mail_parser::MimeHeaders;
+    let msg = mail_parser::MessageParser::default().parse(raw)?;
+    let ct = msg.root_part().content_type()?;
+    if !ct.ctype().eq_ignore_ascii_case("multipart")
+        || !ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("mixed"))
+    {
+        return None;
+    }
+    let boundary = ct.attribute("boundary")?.to_string();
+    let close = format!("--{boundary}--");
+    let at = raw
+        .windows(close.len())
+        .rposition(|w| w == close.as_bytes())?;
+    let mut part = Vec::new();
+    mail_builder::mime::MimePart::new(att.content_type.as_str(), att.bytes.as_slice())
+        .attachment(att.name.as_str())
+        .write_part(&mut part);
+    let nl = line_ending(raw);
+    let mut out = Vec::with_capacity(raw.len() + part.len() + boundary.len() + 8);
+    out.extend_from_slice(&raw[..at]);
+    out.extend_from_slice(format!("--{boundary}").as_bytes());
+    out.extend_from_slice(nl);
+    out.extend_from_slice(&part);
+    if !part.ends_with(b"\n") {
+        out.extend_from_slice(nl);
+    }
+    out.extend_from_slice(&raw[at..]);
+    Some(out)
 }
 
 async fn graph_add_attachment(
