@@ -610,6 +610,9 @@ pub struct PubSubAuthConfig {
     pub min_refetch: Duration,
     /// The accepted issuers ([`GOOGLE_ISSUERS`]).
     pub issuers: Vec<String>,
+    /// The longest a key fetch may take on the webhook path ([`PubSubVerifier::verify`]), so the endpoint still
+    /// answers within Pub/Sub's and Graph's few seconds; [`PubSubVerifier::refresh_keys`] is not bounded by it.
+    pub fetch_timeout: Duration,
 }
 
 impl PubSubAuthConfig {
@@ -623,6 +626,7 @@ impl PubSubAuthConfig {
             keys_ttl: Duration::from_secs(3600),
             min_refetch: Duration::from_secs(60),
             issuers: GOOGLE_ISSUERS.iter().map(|s| (*s).to_owned()).collect(),
+            fetch_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -677,7 +681,8 @@ struct PushTokenClaims {
 }
 
 impl PubSubVerifier {
-    /// A verifier fetching keys with `http` (give it a short timeout: a fetch can happen on the webhook path).
+    /// A verifier fetching keys with `http`. A fetch on the webhook path is cut off after
+    /// [`PubSubAuthConfig::fetch_timeout`]; give `http` no retries of its own so that bound is its whole budget.
     pub fn new(config: PubSubAuthConfig, http: HttpClient) -> Self {
         PubSubVerifier {
             config: Arc::new(config),
@@ -738,7 +743,13 @@ impl PubSubVerifier {
         let stale = age.is_none_or(|a| a >= self.config.keys_ttl);
         let may_refetch = age.is_none_or(|a| a >= self.config.min_refetch);
         if (stale || (!have_key && may_refetch))
-            && let Err(e) = self.refresh_keys().await
+            && let Err(e) =
+                match tokio::time::timeout(self.config.fetch_timeout, self.refresh_keys()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProviderError::Transient(
+                        "fetching the push signing keys timed out".into(),
+                    )),
+                }
         {
             // Stale keys still verify a token they know; only a missing key needs the fetch to succeed.
             if !have_key {

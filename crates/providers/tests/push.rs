@@ -613,3 +613,22 @@ async fn when_the_keys_cannot_be_fetched_the_push_is_refused_as_retryable() {
         Err(PushError::Keys(_))
     ));
 }
+
+#[tokio::test]
+async fn a_key_server_that_does_not_answer_cannot_hold_the_webhook_beyond_the_fetch_timeout() {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        "never"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut config = PubSubAuthConfig::google(AUDIENCE);
+    config.certs_url = format!("{base}/oauth2/v3/certs");
+    config.fetch_timeout = Duration::from_millis(100);
+    let v = PubSubVerifier::new(config, no_retry_http());
+    assert!(matches!(
+        v.verify(Some(&bearer(&token("k1", |_| {})))).await,
+        Err(PushError::Keys(ProviderError::Transient(_)))
+    ));
+}
