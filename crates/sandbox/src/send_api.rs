@@ -230,6 +230,9 @@ pub struct Outgoing {
     uploads: HashMap<String, UploadSession>,
     resumable: HashMap<String, ResumableUpload>,
     next_id: u64,
+    /// Earliest due time of a scheduled send (may be stale-early after a cancel: then one scan fixes it), so
+    /// [`release_due`], which runs on every request, costs nothing while nothing is due.
+    min_due: Option<i64>,
 }
 
 impl Outgoing {
@@ -239,9 +242,16 @@ impl Outgoing {
     }
 
     fn has_due(&self, now: i64) -> bool {
-        self.records
+        self.min_due.is_some_and(|d| d <= now)
+    }
+
+    fn recompute_min_due(&mut self) {
+        self.min_due = self
+            .records
             .iter()
-            .any(|r| r.state == SendState::Scheduled && r.due <= now)
+            .filter(|r| r.state == SendState::Scheduled)
+            .map(|r| r.due)
+            .min();
     }
 
     /// Takes the uncertain-outcome rule that hits this send, if any.
@@ -613,6 +623,7 @@ pub fn release_due(app: &App) {
         for i in due {
             go_out(m, &users, i, now);
         }
+        m.outgoing.recompute_min_due();
     });
 }
 
@@ -666,7 +677,8 @@ fn submit(
     });
     let idx = mail.outgoing.records.len() - 1;
     match due {
-        Some(_) => {
+        Some(t) => {
+            mail.outgoing.min_due = Some(mail.outgoing.min_due.map_or(t, |d| d.min(t)));
             let folder = if mail.outgoing.config.deferred_folder == "drafts" {
                 DRAFTS
             } else {
