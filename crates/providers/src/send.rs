@@ -41,6 +41,7 @@ use serde_json::json;
 use crate::endpoints::Endpoints;
 use crate::error::{ProviderError, ReauthReason};
 use crate::http::{HttpClient, Prepared, Request, Response, api_error, retry_after};
+use crate::pacing::{GmailMethod, Op, PaceKey, Pacer};
 use crate::{Provider, Secret};
 
 /// Largest base64 MIME body hirewire posts to Graph (Graph's request limit is about 4 MB).
@@ -195,6 +196,7 @@ pub struct MailSender {
     provider: Provider,
     endpoints: Endpoints,
     http: HttpClient,
+    pacing: Option<(Pacer, PaceKey)>,
 }
 
 #[derive(Deserialize)]
@@ -300,7 +302,18 @@ impl MailSender {
             provider,
             endpoints,
             http,
+            pacing: None,
         }
+    }
+
+    /// This sender with every request paced by `pacer` as the mailbox `key` (the same pacer and key as the
+    /// mailbox's [`crate::MailReader`]): API quota, the mailbox's concurrency limit and throttling pauses
+    /// apply, and a 429 pauses the mailbox for its `Retry-After`. Requests are never retried here (a retry of
+    /// a send is the outbox's decision). This is API pacing; the per-mailbox *sending* rate (Exchange about
+    /// 30 messages a minute) is the outbox's.
+    pub fn with_pacer(mut self, pacer: Pacer, key: PaceKey) -> Self {
+        self.pacing = Some((pacer, key));
+        self
     }
 
     /// Whose mail API this sends through.
@@ -378,7 +391,26 @@ impl MailSender {
         draft_id: Option<&str>,
     ) -> Result<Response, SendError> {
         let prepared = Prepared::new(req).map_err(|e| SendError::from_provider(e, draft_id))?;
-        match self.http.send_once(&prepared, 0).await {
+        let op = match self.provider {
+            Provider::Microsoft => Op::Graph,
+            Provider::Google => Op::Gmail(GmailMethod::MessagesSend, 1),
+        };
+        let _ticket = match &self.pacing {
+            Some((pacer, key)) => Some(
+                pacer
+                    .acquire(key, op)
+                    .await
+                    .map_err(|e| SendError::from_provider(e, draft_id))?,
+            ),
+            None => None,
+        };
+        let sent = self.http.send_once(&prepared, 0).await;
+        if let (Some((pacer, key)), Ok(resp)) = (&self.pacing, &sent)
+            && resp.status() == 429
+        {
+            pacer.throttled(key, op.service(), retry_after(resp.headers()));
+        }
+        match sent {
             Ok(resp) if resp.status().is_success() => Ok(resp),
             Ok(resp) => Err(self.classify(&resp, commit, draft_id)),
             Err(t) if t.retryable(false) || !commit => Err(SendError::Retryable {

@@ -514,3 +514,40 @@ async fn a_composed_message_with_a_file_over_3_mb_arrives_whole_through_both_pro
         }
     }
 }
+
+#[tokio::test]
+async fn with_a_pacer_sends_count_against_the_mailbox_and_a_429_pauses_it() {
+    use hirewire_providers::{PaceKey, Pacer, PacingConfig, Service};
+    let (w, _, t) = setup(Provider::Google).await;
+    let pacer = Pacer::new(PacingConfig::default()).unwrap();
+    let key = PaceKey::new("app", "hank@globex.example");
+    let sender = MailSender::new(Provider::Google, w.endpoints(), w.http())
+        .with_pacer(pacer.clone(), key.clone());
+    let raw = message(
+        "hank@globex.example",
+        "adele@acme.example",
+        "Paced",
+        "<p1@h.example>",
+        "",
+    );
+    sender.send(&t, &out(&raw)).await.unwrap();
+    let pace = pacer.mailbox(&key, Service::Gmail);
+    assert_eq!(pace.requests, 1);
+    assert_eq!(pace.units, 100, "messages.send costs 100 units");
+    w.arm_fault(json!({"endpoint": "gmail.users.messages.send", "fault": {"kind": "throttle", "retry_after_secs": 600}, "count": 1}))
+        .await;
+    let raw = message(
+        "hank@globex.example",
+        "adele@acme.example",
+        "Paced",
+        "<p2@h.example>",
+        "",
+    );
+    assert!(matches!(
+        sender.send(&t, &out(&raw)).await.unwrap_err(),
+        SendError::Retryable { .. }
+    ));
+    let pace = pacer.mailbox(&key, Service::Gmail);
+    assert_eq!(pace.throttled, 1);
+    assert!(pace.current_wait > Duration::from_secs(500), "{pace:?}");
+}
