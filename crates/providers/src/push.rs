@@ -168,13 +168,13 @@ impl PushClient {
             client_state: Some(new.client_state.expose()),
         };
         let url = format!("{}/v1.0/subscriptions", self.endpoints.graph);
-        let resp = self
-            .send(
-                Op::Graph,
-                json_request(::http::Method::POST, &url, token, &body)?,
-                false,
-            )
-            .await?;
+        let mut req = json_request(::http::Method::POST, &url, token, &body)?;
+        // Message ids in notifications then match the immutable ids `MailReader` uses.
+        req.headers_mut().insert(
+            "Prefer",
+            ::http::HeaderValue::from_static("IdType=\"ImmutableId\""),
+        );
+        let resp = self.send(Op::Graph, req, false).await?;
         if resp.status() == 400 && validation_failed(resp.body()) {
             return Err(ProviderError::Misconfigured {
                 provider: Provider::Microsoft,

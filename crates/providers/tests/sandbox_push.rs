@@ -100,13 +100,14 @@ async fn settings(w: &World, patch: Value) {
         .await;
 }
 
-async fn inject(w: &World, user: &str, subject: &str) {
+/// Delivers a candidate's message to `user`'s inbox; returns the sandbox's ids of it.
+async fn inject(w: &World, user: &str, subject: &str) -> Value {
     w.control(
         Method::POST,
         &format!("/_sandbox/mailboxes/{user}/messages"),
         Some(json!({"from": "ana.lima@candidates.example", "to": [user], "subject": subject, "body": "hello", "folder": "inbox"})),
     )
-    .await;
+    .await
 }
 
 fn sandbox_now() -> Timestamp {
@@ -183,7 +184,7 @@ async fn a_graph_subscription_is_validated_notifies_with_its_client_state_and_is
     let max = sandbox_now() + jiff::SignedDuration::from_mins(4230);
     assert!(sub.expires_at <= max, "{} > {max}", sub.expires_at);
 
-    inject(&w, MS_USER, "Re: Senior Rust role").await;
+    let ids = inject(&w, MS_USER, "Re: Senior Rust role").await;
     let Delivery::Graph(notes) = next(&mut rx).await else {
         panic!("a Graph notification")
     };
@@ -202,6 +203,10 @@ async fn a_graph_subscription_is_validated_notifies_with_its_client_state_and_is
             ),
             "{n:?}"
         );
+        // The subscription asked for immutable ids: the ones MailReader lists and fetches.
+        if let NotificationKind::Change { resource_id, .. } = &n.kind {
+            assert_eq!(resource_id.as_deref(), ids["immutable_id"].as_str());
+        }
     }
 
     w.control(
@@ -310,7 +315,7 @@ async fn a_gmail_watch_pushes_a_signed_notice_that_verifies_against_the_sandbox_
         .unwrap();
     assert!(watch.expires_at > sandbox_now());
 
-    inject(&w, GOOGLE_USER, "Re: interview").await;
+    let _ = inject(&w, GOOGLE_USER, "Re: interview").await;
     let Delivery::Gmail(auth, notice) = next(&mut rx).await else {
         panic!("a Pub/Sub push")
     };
