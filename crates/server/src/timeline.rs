@@ -83,6 +83,7 @@ pub fn encode_cursor(c: &TimelineCursor) -> String {
     let kind = match c.kind {
         TimelineKind::Email => 'e',
         TimelineKind::InMail => 'i',
+        TimelineKind::Booking => 'b',
     };
     format!("{}.{kind}.{}", c.latest_at.as_millisecond(), c.id)
 }
@@ -93,6 +94,7 @@ pub fn decode_cursor(s: &str) -> Option<TimelineCursor> {
     let kind = match parts.next()? {
         "e" => TimelineKind::Email,
         "i" => TimelineKind::InMail,
+        "b" => TimelineKind::Booking,
         _ => return None,
     };
     let id: i64 = parts.next()?.parse().ok()?;
@@ -118,6 +120,7 @@ enum Loaded {
         conv: InMailConversation,
         messages: Vec<hirewire_store::InMail>,
     },
+    Booking(hirewire_store::Booking),
 }
 
 struct LoadedPage {
@@ -161,11 +164,65 @@ async fn load_page(
                     .await?;
                 Loaded::InMail { conv, messages }
             }
+            TimelineItem::Booking(b) => Loaded::Booking(b),
         });
     }
     Ok(LoadedPage {
         items,
         next: page.next,
+    })
+}
+
+/// A Scheduler booking as a timeline item: what was booked, for when, and
+/// what the candidate wrote.
+async fn booking_view(
+    names: &mut Names<'_>,
+    b: &hirewire_store::Booking,
+    tz: &TimeZone,
+) -> Result<ConversationView, StoreError> {
+    let recruiter = names.of(b.user_id).await?;
+    let kind = crate::scheduling::kind_label(b.meeting_kind);
+    let at = when(b.slot.starts_at, tz);
+    let (title, subject) = match b.status {
+        hirewire_store::BookingStatus::Confirmed => (
+            format!("{kind} booked with {recruiter}"),
+            format!("{kind} on {at}"),
+        ),
+        hirewire_store::BookingStatus::Cancelled => (
+            format!("{kind} with {recruiter} cancelled"),
+            format!("Cancelled: {kind} that was on {at}"),
+        ),
+    };
+    let mut text = format!("Booked by {} <{}>", b.attendee.name, b.attendee.email);
+    if let Some(p) = &b.attendee.phone {
+        text.push_str(&format!(" · phone {p}"));
+    }
+    text.push_str(&format!(" · their time zone {}", b.attendee.time_zone));
+    if let Some(n) = &b.attendee.note {
+        text.push_str(&format!("\nNote: {n}"));
+    }
+    Ok(ConversationView {
+        kind: "booking",
+        channel: "Scheduler",
+        title,
+        latest: when(b.updated_at, tz),
+        shared: true,
+        source: String::new(),
+        actions: Vec::new(),
+        messages: vec![MessageView {
+            id: format!("booking-{}", b.id),
+            channel: "Scheduler",
+            direction: "inbound",
+            from: b.attendee.name.clone(),
+            to: recruiter,
+            cc: String::new(),
+            subject,
+            when: when(b.updated_at, tz),
+            attachments: Vec::new(),
+            text: Some(text),
+            body_url: None,
+            images_url: None,
+        }],
     })
 }
 
@@ -342,6 +399,7 @@ pub async fn load(
                     messages: views,
                 }
             }
+            Loaded::Booking(b) => booking_view(&mut names, &b, &tz).await?,
         });
     }
     Ok(TimelineView {
@@ -650,7 +708,7 @@ pub struct TimelineMessageResource {
 /// one per mailbox) or all InMail between one recruiter and the candidate.
 #[derive(Serialize, ToSchema)]
 pub struct ConversationResource {
-    /// `email` or `inmail`.
+    /// `email`, `inmail` or `booking`.
     kind: &'static str,
     /// RFC 3339, UTC: its latest message (the timeline's order).
     latest_at: String,
@@ -663,6 +721,8 @@ pub struct ConversationResource {
     recruiter_user_id: Option<i64>,
     /// Oldest first; a message in several mailboxes (same Message-ID) appears once.
     messages: Vec<TimelineMessageResource>,
+    /// `booking`: the Scheduler booking (by its last change: booked, moved or cancelled).
+    booking: Option<crate::scheduling_api::BookingResource>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -788,6 +848,7 @@ async fn api_timeline(
                     .or_else(|| messages.iter().find_map(|m| m.subject.clone())),
                 recruiter_user_id: None,
                 messages: messages.into_iter().map(email_message).collect(),
+                booking: None,
             },
             Loaded::InMail { conv, messages } => ConversationResource {
                 kind: "inmail",
@@ -797,6 +858,17 @@ async fn api_timeline(
                 subject: None,
                 recruiter_user_id: conv.recruiter.map(|u| u.get()),
                 messages: messages.into_iter().map(inmail_message).collect(),
+                booking: None,
+            },
+            Loaded::Booking(b) => ConversationResource {
+                kind: "booking",
+                latest_at: b.updated_at.to_string(),
+                thread_id: None,
+                threads: Vec::new(),
+                subject: None,
+                recruiter_user_id: Some(b.user_id.get()),
+                messages: Vec::new(),
+                booking: Some((&b).into()),
             },
         })
         .collect();

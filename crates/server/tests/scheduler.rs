@@ -362,6 +362,24 @@ async fn book_reschedule_and_cancel_one_interview(db: TestDb, provider: &str) {
         .unwrap();
     assert_eq!(links[0]["status"], "booked");
     assert_eq!(links[0]["booking"]["status"], "cancelled");
+    // The booking is on the candidate's timeline, by its last change.
+    let timeline: Value = s
+        .api()
+        .get(&format!("/candidates/{jo}/timeline"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = timeline["data"].as_array().unwrap();
+    let bookings: Vec<&Value> = items.iter().filter(|i| i["kind"] == "booking").collect();
+    assert_eq!(bookings.len(), 1, "{timeline}");
+    assert_eq!(bookings[0]["booking"]["status"], "cancelled");
+    assert_eq!(
+        bookings[0]["booking"]["attendee"]["note"],
+        "Looking forward"
+    );
     let _ = &s.riley;
 }
 
@@ -726,6 +744,12 @@ mod browser {
             .unwrap();
         let row = text(&b, "#scheduling-links").await;
         assert!(row.contains("Booked") && row.contains("cancelled"), "{row}");
+        let timeline = text(&b, "#timeline").await;
+        assert!(
+            timeline.contains("Phone screen with riley talent cancelled")
+                && timeline.contains("Calling from Bangalore"),
+            "{timeline}"
+        );
     }
 }
 

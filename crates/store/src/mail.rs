@@ -200,6 +200,7 @@ pub struct MailViewer {
 pub enum TimelineKind {
     InMail,
     Email,
+    Booking,
 }
 
 /// Keyset position on a timeline: items are ordered by (`latest_at`, `kind`,
@@ -237,6 +238,8 @@ pub struct InMailConversation {
 pub enum TimelineItem {
     Email(EmailConversation),
     InMail(InMailConversation),
+    /// A Scheduler booking, placed by its last change (booked, moved, cancelled).
+    Booking(crate::Booking),
 }
 
 impl TimelineItem {
@@ -244,6 +247,7 @@ impl TimelineItem {
         match self {
             TimelineItem::Email(e) => e.latest_at,
             TimelineItem::InMail(i) => i.latest_at,
+            TimelineItem::Booking(b) => b.updated_at,
         }
     }
 
@@ -259,6 +263,11 @@ impl TimelineItem {
                 latest_at: i.latest_at,
                 kind: TimelineKind::InMail,
                 id: i.recruiter.map_or(0, UserId::get),
+            },
+            TimelineItem::Booking(b) => TimelineCursor {
+                latest_at: b.updated_at,
+                kind: TimelineKind::Booking,
+                id: b.id.get(),
             },
         }
     }
@@ -940,7 +949,12 @@ impl Store {
             .await
         })?;
 
-        let mut items = Vec::with_capacity(groups.len() + inmail.len());
+        let (booking_at, booking_id) = keyset(before, TimelineKind::Booking);
+        let bookings = self
+            .candidate_bookings_before(org, candidate, booking_at, booking_id, fetch)
+            .await?;
+        let mut items = Vec::with_capacity(groups.len() + inmail.len() + bookings.len());
+        items.extend(bookings.into_iter().map(TimelineItem::Booking));
         for r in inmail {
             items.push(TimelineItem::InMail(InMailConversation {
                 recruiter: (r.conv != 0).then_some(UserId(r.conv)),

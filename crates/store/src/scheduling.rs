@@ -1105,6 +1105,34 @@ impl Store {
         row.map(TryInto::try_into).transpose()
     }
 
+    /// A candidate's bookings (any status) before the keyset `(updated_at,
+    /// id)`, newest change first: the timeline's booking items.
+    pub(crate) async fn candidate_bookings_before(
+        &self,
+        org: OrgId,
+        candidate: CandidateId,
+        before_at: Option<i64>,
+        before_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Booking>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            booking_cols!(),
+            " FROM bookings WHERE org_id = $1 AND candidate_id = $2 \
+             AND ($3 IS NULL OR updated_at < $3 OR (updated_at = $3 AND id < $4)) \
+             ORDER BY updated_at DESC, id DESC LIMIT $5"
+        );
+        let rows: Vec<BookingRow> = on_pool!(self, |pool| sqlx::query_as(sql)
+            .bind(org.get())
+            .bind(candidate.get())
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
     /// The recruiter's confirmed bookings whose *blocked* range overlaps
     /// `[from, to)`, by start time: the availability engine's existing
     /// bookings, and (every booking starting in a day is included when the
