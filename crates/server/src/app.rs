@@ -84,7 +84,7 @@ pub fn router(state: AppState) -> Router {
         // Spans carry the method and path only: query strings can hold OAuth
         // codes and states, which must not reach the logs.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
         }))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -99,6 +99,18 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ))
         .with_state(state)
+}
+
+/// The path as logged: a scheduling link's token (a candidate's credential)
+/// is replaced by `…`, in the booking pages and the booking API alike.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in ["/book/", "/api/v1/booking/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            return format!("{prefix}…{tail}").into();
+        }
+    }
+    path.into()
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves.
@@ -132,6 +144,25 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(error = %e, "readiness check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn booking_tokens_never_reach_the_logs() {
+        assert_eq!(loggable_path("/book/SECRETtoken"), "/book/…");
+        assert_eq!(
+            loggable_path("/book/SECRETtoken/invite.ics"),
+            "/book/…/invite.ics"
+        );
+        assert_eq!(
+            loggable_path("/api/v1/booking/SECRETtoken/slots"),
+            "/api/v1/booking/…/slots"
+        );
+        assert_eq!(loggable_path("/candidates/7"), "/candidates/7");
     }
 }
 
