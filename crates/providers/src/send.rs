@@ -897,6 +897,17 @@ mod tests {
         ))
         .unwrap();
         assert!(!item.is_draft);
+        let session: UploadSession = serde_json::from_str(include_str!(
+            "../../../fixtures/golden/microsoft/upload-session.json"
+        ))
+        .unwrap();
+        assert!(session.upload_url.starts_with("https://"));
+        let draft: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../fixtures/golden/google/gmail-draft.json"
+        ))
+        .unwrap();
+        let in_draft: GmailSent = serde_json::from_value(draft["message"].clone()).unwrap();
+        assert!(in_draft.thread_id.is_some());
         let list: GmailList = serde_json::from_str(include_str!(
             "../../../fixtures/golden/google/gmail-messages-list.json"
         ))

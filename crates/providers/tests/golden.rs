@@ -33,6 +33,13 @@ const COVERED: &[&str] = &[
     "google/pubsub-push-data.json",
     "google/pubsub-push-token-claims.json",
     "google/pubsub-push.json",
+    // Sending (issue 8): decoded by the send adapter's unit tests (src/send.rs) and exercised against the
+    // sandbox in tests/send.rs.
+    "google/gmail-draft.json",
+    "google/gmail-send.json",
+    "google/gmail-send-error-no-recipient.json",
+    "microsoft/send-error-invalid-mime.json",
+    "microsoft/upload-session.json",
     "google/refresh-success.json",
     "google/revoke-error.json",
     "google/token-error-bad-code.json",
