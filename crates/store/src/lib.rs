@@ -65,6 +65,7 @@ mod jobs;
 mod mail;
 mod model;
 mod orgs;
+mod outbox;
 mod scheduling;
 mod store;
 mod time;
@@ -82,6 +83,7 @@ pub use hirewire_domain::ids::{MailMessageId, MailThreadId};
 pub use integrations::*;
 pub use mail::*;
 pub use model::*;
+pub use outbox::*;
 pub use scheduling::*;
 pub use store::{Backend, Store, StoreConfig};
 
