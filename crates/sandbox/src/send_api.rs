@@ -577,15 +577,19 @@ fn deliver(
 
 /// Moves a submitted message out (to Sent Items, or away when no copy is kept) and delivers it.
 fn go_out(mail: &mut Mailboxes, users: &HashMap<String, User>, rec_idx: usize, now: i64) {
-    let (owner, seq, save) = {
+    let (owner, seq, save, message_id) = {
         let r = &mail.outgoing.records[rec_idx];
-        (r.user.clone(), r.seq, r.save_copy)
+        (r.user.clone(), r.seq, r.save_copy, r.message_id.clone())
     };
     let Some(mb) = mail.by_owner.get_mut(&owner) else {
         mail.outgoing.records[rec_idx].state = SendState::Cancelled;
         return;
     };
-    let live = mb.msgs.get(seq as usize).is_some_and(|m| !m.deleted);
+    // The same message still (a mailbox replaced through the control API reuses sequence numbers).
+    let live = mb
+        .msgs
+        .get(seq as usize)
+        .is_some_and(|m| !m.deleted && m.meta.message_id == message_id);
     if !live {
         mail.outgoing.records[rec_idx].state = SendState::Cancelled;
         return;
