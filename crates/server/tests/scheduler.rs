@@ -746,7 +746,7 @@ mod browser {
         assert!(row.contains("Booked") && row.contains("cancelled"), "{row}");
         let timeline = text(&b, "#timeline").await;
         assert!(
-            timeline.contains("Phone screen with riley talent cancelled")
+            timeline.contains("Phone screen with riley cancelled")
                 && timeline.contains("Calling from Bangalore"),
             "{timeline}"
         );
