@@ -9,6 +9,9 @@
 //!   (so a call dearer than the whole bucket is not refused forever; the bucket then goes into debt). Over: 429
 //!   `rateLimitExceeded` or 403 `userRateLimitExceeded` (setting `gmail_quota_error`), without `Retry-After`.
 //!
+//! - **Gmail, per user**: at most `gmail_user_concurrency` requests in flight (§6.9; off unless set). Over:
+//!   429 `rateLimitExceeded` "Too many concurrent requests for user.".
+//!
 //! Every limit is off until set, or until `quotas` turns the documented values on. Whatever the limits, the
 //! pipeline records per provider and per user: requests, 429s given, quota refusals, units charged, and the
 //! peak number of requests (and units) seen in any one-second window of sandbox time, so a test or benchmark
@@ -253,6 +256,9 @@ pub fn enter(
     user: &str,
     headers: &HeaderMap,
 ) -> Result<Option<InflightGuard>, Response> {
+    if family == Family::Gmail {
+        return enter_gmail(app, endpoint, user);
+    }
     if family != Family::Graph {
         return Ok(None);
     }
@@ -314,6 +320,35 @@ pub fn enter(
             ))
         }
     }
+}
+
+/// Gmail's per-user concurrency limit (`gmail_user_concurrency`, off unless set: Google documents no number):
+/// over it, 429 `rateLimitExceeded` "Too many concurrent requests for user." (PROVIDERS.md §6.9).
+fn enter_gmail(app: &App, endpoint: &str, user: &str) -> Result<Option<InflightGuard>, Response> {
+    let Some(limit) = app.read(|s| s.settings.gmail_user_concurrency) else {
+        return Ok(None);
+    };
+    let admitted = app.rt(|rt| {
+        let n = rt.quota.inflight.entry(user.to_string()).or_default();
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    });
+    if admitted {
+        return Ok(Some(InflightGuard {
+            app: app.clone(),
+            user: user.to_string(),
+        }));
+    }
+    refused(app, Family::Gmail, endpoint, user);
+    Err(google_api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rateLimitExceeded",
+        "global",
+        "Too many concurrent requests for user.",
+    ))
 }
 
 /// Charges a Gmail call its method's units (always counted); refuses it when the user's bucket is short.

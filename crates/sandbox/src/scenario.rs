@@ -204,6 +204,9 @@ pub struct Settings {
     pub gmail_units_per_user_per_second: Option<f64>,
     /// How many units a full Gmail bucket holds (default: a minute's or a second's worth, as above).
     pub gmail_burst_units: Option<f64>,
+    /// [O/U] Gmail requests in flight per user before 429 `rateLimitExceeded` "Too many concurrent requests for
+    /// user." (Google documents no number; off unless set, also with `quotas`).
+    pub gmail_user_concurrency: Option<u32>,
     /// [O] The error a call over the Gmail budget gets: `"rateLimitExceeded"` (429, "Quota exceeded for quota
     /// metric 'Queries' …") or `"userRateLimitExceeded"` (403 "User Rate Limit Exceeded"). Neither carries
     /// `Retry-After` (Google documents none for Gmail).
@@ -294,6 +297,7 @@ impl Default for Settings {
             gmail_units_per_user_per_second: None,
             gmail_burst_units: None,
             gmail_quota_error: "rateLimitExceeded".into(),
+            gmail_user_concurrency: None,
             gmail_method_costs: BTreeMap::new(),
             quotas: false,
             graph_mailbox_concurrency: None,

@@ -219,3 +219,54 @@ async fn a_client_pacing_itself_shows_a_peak_rate_within_the_quota() {
     assert_eq!(u["peak_requests_per_sec"], 2);
     assert_eq!(u["peak_units_per_sec"], 10);
 }
+
+#[tokio::test]
+async fn gmail_refuses_requests_over_the_per_user_concurrency_with_too_many_concurrent_requests() {
+    let t = start().await;
+    settings(&t, json!({"gmail_user_concurrency": 2})).await;
+    let m = gmail_token(&t).await;
+    let (st, _) = t
+        .control(
+            Method::POST,
+            "/_sandbox/faults",
+            Some(json!({"endpoint": "gmail.users.getProfile", "fault": {"kind": "delay", "millis": 1000}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let (http, url, tok) = (
+            t.http.clone(),
+            t.url("/gmail/v1/users/me/profile"),
+            m.clone(),
+        );
+        calls.push(tokio::spawn(async move {
+            let r = http.get(url).bearer_auth(tok).send().await.unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            (StatusCode::OK, _) => ok += 1,
+            (StatusCode::TOO_MANY_REQUESTS, body) => {
+                assert_eq!(
+                    body["error"]["message"],
+                    "Too many concurrent requests for user."
+                );
+                assert_eq!(body["error"]["errors"][0]["reason"], "rateLimitExceeded");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (2, 2));
+    t.control(Method::DELETE, "/_sandbox/faults", None).await;
+    assert_eq!(
+        t.api(&m, "/gmail/v1/users/me/profile").await.0,
+        StatusCode::OK,
+        "slots are given back"
+    );
+}
