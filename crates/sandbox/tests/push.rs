@@ -972,3 +972,40 @@ async fn a_new_subscription_hears_only_of_later_changes_and_can_ask_for_immutabl
     assert_eq!(value.len(), 1, "{}", got.body);
     assert_eq!(value[0]["resourceData"]["id"], m["immutable_id"]);
 }
+
+#[tokio::test]
+async fn mail_sent_through_the_api_is_notified_to_the_recipients_inbox_subscription() {
+    let t = start().await;
+    let adele = graph_token(&t).await;
+    let ben = s(&t.ms_tokens("ben@acme.example").await["access_token"]).to_string();
+    let mut rx = receiver(Behaviour::default()).await;
+    let sub = subscribe(&t, &ben, &rx, None).await;
+    let (st, err) = graph(
+        &t,
+        Method::POST,
+        &adele,
+        "/v1.0/me/sendMail",
+        Some(json!({"message": {"subject": "Interview slots", "body": {"contentType": "Text", "content": "Tuesday?"},
+                                "toRecipients": [{"emailAddress": {"address": "ben@acme.example"}}]}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{err}");
+    let got = rx.next().await;
+    let n = &got.body["value"][0];
+    assert_eq!(
+        (s(&n["subscriptionId"]), s(&n["changeType"])),
+        (s(&sub["id"]), "created")
+    );
+    let (st, msg) = graph(
+        &t,
+        Method::GET,
+        &ben,
+        &format!("/v1.0/me/messages/{}", s(&n["resourceData"]["id"])),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, s(&msg["subject"])),
+        (StatusCode::OK, "Interview slots")
+    );
+}
