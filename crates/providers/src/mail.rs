@@ -84,6 +84,9 @@ pub struct Page {
     pub items: Vec<MessageRef>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<PageCursor>,
+    /// The provider's estimate of how many messages the whole listing holds, when it gives one (first page:
+    /// Graph `@odata.count`, Gmail `resultSizeEstimate`), for a backfill's "n of about m".
+    pub estimate: Option<u64>,
 }
 
 /// Where the next page of a listing starts (Graph `@odata.nextLink`, Gmail `nextPageToken`). Opaque; it can be
@@ -227,12 +230,14 @@ impl MailReader {
             Provider::Microsoft => {
                 let url = match cursor {
                     Some(c) => self.checked_graph_link(c.as_str())?,
-                    None => self.graph_list_url(since, page_size.clamp(1, 1000), &[])?,
+                    // The first page also asks for the total, for the backfill's progress.
+                    None => self.graph_list_url(since, page_size.clamp(1, 1000), &[])? + "&$count=true",
                 };
                 let list: GraphList = self.graph_get(token, &url).await?;
                 Ok(Page {
                     items: list.value.iter().filter_map(GraphItem::to_ref).collect(),
                     next: list.next_link.map(PageCursor),
+                    estimate: list.count,
                 })
             }
             Provider::Google => {
@@ -248,6 +253,7 @@ impl MailReader {
                 Ok(Page {
                     items: list.messages.into_iter().map(GmailId::into_ref).collect(),
                     next: list.next_page_token.map(PageCursor),
+                    estimate: list.result_size_estimate,
                 })
             }
         }
@@ -1148,6 +1154,8 @@ struct GraphList {
     next_link: Option<String>,
     #[serde(rename = "@odata.deltaLink")]
     delta_link: Option<String>,
+    #[serde(rename = "@odata.count")]
+    count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1275,6 +1283,7 @@ struct GmailList {
     #[serde(default)]
     messages: Vec<GmailId>,
     next_page_token: Option<String>,
+    result_size_estimate: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,10 @@ pub struct Inner {
     pub provider_http: hirewire_providers::HttpClient,
     /// The Scheduler's free/busy cache.
     pub scheduler: crate::scheduling::BusyCache,
+    /// Paces every provider call of this instance (per mailbox and per provider).
+    pub pacer: hirewire_providers::Pacer,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::ops::Deref for AppState {
@@ -51,7 +55,11 @@ impl AppState {
         let provider_http =
             hirewire_providers::HttpClient::new(hirewire_providers::HttpConfig::default())
                 .expect("build the provider HTTP client");
+        let pacer = hirewire_providers::Pacer::new(config.pacing.clone())
+            .expect("the pacing settings are valid (checked when the configuration is read)");
         Self(Arc::new(Inner {
+            pacer,
+            metrics: crate::metrics::Metrics::new(),
             config,
             store,
             keyring,
@@ -75,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::timeline::routes())
         .merge(crate::booking_pages::routes())
         .merge(crate::scheduler_pages::routes())
+        .merge(crate::health::routes())
+        .merge(crate::metrics::routes())
         .nest("/api/v1", api::routes().merge(crate::scheduling_api::routes()))
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))

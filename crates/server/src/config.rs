@@ -25,6 +25,10 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// The Scheduler (free/busy cache, calendar event retries).
     pub scheduler: crate::scheduling::SchedulerConfig,
+    /// Quota-aware pacing of provider calls (one shared pacer per server).
+    pub pacing: hirewire_providers::PacingConfig,
+    /// Push notifications (webhooks, subscriptions).
+    pub push: crate::push_hooks::PushSettings,
 }
 
 /// Sign-in attempts allowed per account and per client address.
@@ -58,6 +62,8 @@ impl Config {
             provider_endpoints: Endpoints::real(),
             sync: crate::sync::SyncConfig::default(),
             scheduler: crate::scheduling::SchedulerConfig::default(),
+            pacing: hirewire_providers::PacingConfig::default(),
+            push: crate::push_hooks::PushSettings::default(),
         }
     }
 

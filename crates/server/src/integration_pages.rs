@@ -47,6 +47,7 @@ struct EmailCalendarPage {
     provider: Option<&'static str>,
     rows: Vec<RowView>,
     notice: Option<NoticeView>,
+    health: Option<crate::health::HealthView>,
 }
 
 fn kind_from(raw: &str) -> Result<CapabilityKind, PageError> {
@@ -89,6 +90,7 @@ async fn render_settings(
         provider: provider.map(Provider::display_name),
         rows,
         notice,
+        health: crate::health::view_for(state, &viewer.user).await,
     };
     Ok((status, Html(page.render()?)).into_response())
 }

@@ -376,7 +376,9 @@ pub async fn run_one(state: &AppState, owner: &str) -> Option<SyncOutcome> {
         grant,
         address,
     };
-    Some(step.run().await)
+    let outcome = step.run().await;
+    crate::metrics::sync_step(state, &outcome);
+    Some(outcome)
 }
 
 /// Runs steps until nothing is due (tests and the demo; the clock does not move).
@@ -587,11 +589,16 @@ impl Step<'_> {
         if !self.heartbeat().await {
             return End::Lost;
         }
-        let reader = MailReader::new(
-            provider,
-            state.config.provider_endpoints.clone(),
-            state.provider_http.clone(),
-        );
+        let reader = crate::health::paced(
+            state,
+            &grant,
+            MailReader::new(
+                provider,
+                state.config.provider_endpoints.clone(),
+                state.provider_http.clone(),
+            ),
+        )
+        .await;
         let result = match (&self.address, sync.phase) {
             (Some(address), _) => self.search(&reader, &token, &grant, &sync, address).await,
             (None, SyncPhase::Backfill | SyncPhase::Resync) => {
@@ -659,6 +666,7 @@ impl Step<'_> {
                 state.config.sync.page_size,
             )
             .await?;
+        crate::health::page_listed(state, grant.id, cursor.is_none(), page.estimate).await;
         if !self.heartbeat().await {
             return Ok(End::Lost);
         }

@@ -68,6 +68,7 @@ mod orgs;
 mod outbox;
 mod scheduling;
 mod store;
+mod sync_health;
 mod time;
 mod users;
 
@@ -86,6 +87,7 @@ pub use model::*;
 pub use outbox::*;
 pub use scheduling::*;
 pub use store::{Backend, Store, StoreConfig};
+pub use sync_health::*;
 
 pub(crate) use store::Db;
 
