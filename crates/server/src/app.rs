@@ -83,9 +83,15 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::timeline::routes())
         .merge(crate::booking_pages::routes())
         .merge(crate::scheduler_pages::routes())
+        .merge(crate::compose_pages::routes())
         .merge(crate::health::routes())
         .merge(crate::metrics::routes())
-        .nest("/api/v1", api::routes().merge(crate::scheduling_api::routes()))
+        .nest(
+            "/api/v1",
+            api::routes()
+                .merge(crate::scheduling_api::routes())
+                .merge(crate::compose_pages::api_routes()),
+        )
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -132,6 +138,7 @@ pub async fn serve(
     let mut sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
     if state.config.sync.workers > 0 {
         sync_workers.push(crate::scheduling::spawn_worker(state.clone()));
+        sync_workers.push(crate::outbox::spawn_worker(state.clone()));
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)

@@ -25,6 +25,8 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// The Scheduler (free/busy cache, calendar event retries).
     pub scheduler: crate::scheduling::SchedulerConfig,
+    /// Email Connect: rollout, outbox worker, retries, pacing, attachment limits.
+    pub outbox: crate::outbox::OutboxConfig,
     /// Quota-aware pacing of provider calls (one shared pacer per server).
     pub pacing: hirewire_providers::PacingConfig,
     /// Push notifications (webhooks, subscriptions).
@@ -62,6 +64,7 @@ impl Config {
             provider_endpoints: Endpoints::real(),
             sync: crate::sync::SyncConfig::default(),
             scheduler: crate::scheduling::SchedulerConfig::default(),
+            outbox: crate::outbox::OutboxConfig::default(),
             pacing: hirewire_providers::PacingConfig::default(),
             push: crate::push_hooks::PushSettings::default(),
         }

@@ -501,6 +501,7 @@ struct CandidatePage {
     draft: String,
     body_error: Option<String>,
     scheduler: crate::scheduler_pages::SchedulerCard,
+    compose: crate::compose_pages::ComposeCard,
 }
 
 #[derive(Deserialize)]
@@ -508,6 +509,8 @@ struct CandidateQuery {
     before: Option<String>,
     /// A Scheduler action's outcome, shown once on the Schedule card.
     scheduling: Option<String>,
+    /// Why the last email was not queued, shown on the compose card.
+    email_error: Option<String>,
 }
 
 async fn candidate_page(
@@ -524,11 +527,13 @@ async fn candidate_page(
         q.scheduling.as_deref(),
         String::new(),
         None,
+        q.email_error,
     )
     .await
     .map(IntoResponse::into_response)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn render_candidate(
     state: &AppState,
     viewer: &Viewer,
@@ -537,6 +542,7 @@ async fn render_candidate(
     scheduling: Option<&str>,
     draft: String,
     body_error: Option<String>,
+    email_error: Option<String>,
 ) -> Result<(StatusCode, Response), PageError> {
     let id: CandidateId = id.parse().map_err(|_| PageError::not_found())?;
     let org = viewer.user.org_id;
@@ -547,6 +553,12 @@ async fn render_candidate(
         .ok_or_else(PageError::not_found)?;
     let timeline = crate::timeline::load(state, viewer, id, &candidate.name, before).await?;
     let scheduler = crate::scheduler_pages::card(state, viewer, id, scheduling).await?;
+    let addresses: Vec<String> = candidate
+        .emails
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    let compose = crate::compose_pages::card(state, viewer, id, &addresses, email_error).await?;
     let status = if body_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -567,6 +579,7 @@ async fn render_candidate(
         draft,
         body_error,
         scheduler,
+        compose,
     };
     Ok((status, html(&page)?))
 }
@@ -592,6 +605,7 @@ async fn write_inmail(
                 None,
                 form.body.clone(),
                 Some(msg),
+                None,
             )
             .await?;
             Ok((status, page).into_response())

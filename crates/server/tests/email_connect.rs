@@ -1,0 +1,680 @@
+//! Email Connect (issue 8): recruiters send and schedule email to candidates
+//! through their own mailbox, against the provider sandbox on both storage
+//! backends. The outbox worker is run step by step (`outbox::run_one`) on the
+//! app's manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hirewire_domain::email::{AddressKey, EmailAddress};
+use hirewire_domain::ids::{CandidateId, OrgId};
+use hirewire_server::AppState;
+use hirewire_server::outbox::{self, ComposeInput, Readiness, Rollout, SubmitError, Turn};
+use hirewire_server::sync;
+use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
+use hirewire_store::testing::TestDb;
+use hirewire_store::{
+    AccessLevelSetting, MailViewer, OutboxAttachment, OutboxStatus, TimelineItem, User,
+    both_backends, normalize_message_id,
+};
+use jiff::SignedDuration;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Scenario {
+    world: World,
+    org: OrgId,
+    riley: User,
+    /// Riley's sandbox mailbox.
+    mailbox: &'static str,
+    /// A sandbox user at the other provider: the candidate's address.
+    candidate_mailbox: &'static str,
+    candidate: CandidateId,
+}
+
+fn mailboxes(provider: &str) -> (&'static str, &'static str, &'static str) {
+    if provider == "microsoft" {
+        ("adele@acme.example", "acme.example", "hank@globex.example")
+    } else {
+        (
+            "hank@globex.example",
+            "globex.example",
+            "adele@acme.example",
+        )
+    }
+}
+
+/// An org on `provider` at `access`, the recruiter Riley (inbox authorized
+/// when `authorize`), and a candidate whose address is a sandbox mailbox.
+async fn scenario(
+    db: &TestDb,
+    provider: &str,
+    access: AccessLevelSetting,
+    authorize: bool,
+) -> Scenario {
+    let world = World::start(db).await;
+    let (mailbox, domain, candidate_mailbox) = mailboxes(provider);
+    let org = world.app.org("Talent Co", &[domain]).await;
+    world
+        .app
+        .user(org, "riley@talent.example", RECRUITER, "riley-password")
+        .await;
+    world.use_provider(org, provider, None, access).await;
+    let candidate = world
+        .app
+        .store
+        .create_candidate(
+            org,
+            "Jordan Rivers",
+            &[
+                EmailAddress::parse(candidate_mailbox).unwrap(),
+                EmailAddress::parse("jordan.other@talentmail.example").unwrap(),
+            ],
+            world.app.now(),
+        )
+        .await
+        .unwrap()
+        .id;
+    if authorize {
+        let client = world
+            .app
+            .signed_in("riley@talent.example", "riley-password")
+            .await;
+        let landing = world
+            .authorize(
+                &client,
+                "/settings/email-calendar/inbox/authorize",
+                &[],
+                mailbox,
+                Answer::AcceptAll,
+            )
+            .await;
+        match landing {
+            Landing::Redirect(url) => {
+                let body = client.get(url).send().await.unwrap().text().await.unwrap();
+                assert!(body.contains("data-code=\"authorized\""), "{body}");
+            }
+            Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
+        }
+    }
+    let riley = world
+        .app
+        .store
+        .user_by_email_key(&AddressKey::of("riley@talent.example"))
+        .await
+        .unwrap()
+        .unwrap();
+    Scenario {
+        world,
+        org,
+        riley,
+        mailbox,
+        candidate_mailbox,
+        candidate,
+    }
+}
+
+impl Scenario {
+    /// An instance on the same store, keys and clock with test-speed outbox settings.
+    fn worker(&self, edit: impl FnOnce(&mut hirewire_server::outbox::OutboxConfig)) -> AppState {
+        let app = &self.world.app;
+        let mut config = app.state.config.clone();
+        config.outbox.pacing = None;
+        config.outbox.max_attempts = 3;
+        config.outbox.backoff_base = Duration::from_secs(10);
+        edit(&mut config.outbox);
+        AppState::new(
+            config,
+            app.store.clone(),
+            app.state.keyring.clone(),
+            Arc::new(app.clock.clone()),
+        )
+    }
+
+    fn input(&self, subject: &str) -> ComposeInput {
+        ComposeInput {
+            to: vec![self.candidate_mailbox.to_owned()],
+            subject: subject.to_owned(),
+            body_markdown: "Hello **Jordan**,\n\nAre you free on Tuesday?".into(),
+            ..ComposeInput::default()
+        }
+    }
+
+    async fn sent_records(&self) -> Vec<Value> {
+        let r = self
+            .world
+            .control(
+                Method::GET,
+                &format!("/_sandbox/mailboxes/{}/sent", self.mailbox),
+                None,
+            )
+            .await;
+        r["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sends recorded by the sandbox with this Message-ID.
+    async fn sends_of(&self, message_id: &str) -> usize {
+        self.sent_records()
+            .await
+            .iter()
+            .filter(|r| {
+                r["message_id"]
+                    .as_str()
+                    .and_then(normalize_message_id)
+                    .as_deref()
+                    == Some(message_id)
+            })
+            .count()
+    }
+
+    /// Message-IDs in a sandbox mailbox.
+    async fn mailbox_ids(&self, mailbox: &str) -> Vec<String> {
+        let list = self
+            .world
+            .control(
+                Method::GET,
+                &format!("/_sandbox/mailboxes/{mailbox}/messages"),
+                None,
+            )
+            .await;
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                m["internet_message_id"]
+                    .as_str()
+                    .and_then(normalize_message_id)
+            })
+            .collect()
+    }
+
+    fn advance(&self, secs: i64) {
+        self.world
+            .app
+            .clock
+            .advance(SignedDuration::from_secs(secs));
+    }
+}
+
+async fn send_now_lands_with_the_candidate_and_syncs_once(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    let mut input = s.input("Interview next week");
+    input.attachments = vec![OutboxAttachment {
+        filename: "role.pdf".into(),
+        content_type: "application/pdf".into(),
+        bytes: b"%PDF-1.4 the role".to_vec(),
+    }];
+    let item = outbox::submit(&w, &s.riley, s.candidate, input)
+        .await
+        .unwrap();
+    assert_eq!(item.status, OutboxStatus::Queued);
+    assert_eq!(
+        s.sends_of(&item.message_id).await,
+        0,
+        "nothing is sent before the worker runs"
+    );
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(item.id))
+    );
+    let sent = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.status, OutboxStatus::Sent);
+    assert!(sent.provider_message_id.is_some(), "{sent:?}");
+    assert_eq!(s.sends_of(&item.message_id).await, 1);
+    assert!(
+        s.mailbox_ids(s.candidate_mailbox)
+            .await
+            .contains(&item.message_id),
+        "delivered to the candidate"
+    );
+    let record = s
+        .sent_records()
+        .await
+        .into_iter()
+        .find(|r| {
+            r["message_id"]
+                .as_str()
+                .and_then(normalize_message_id)
+                .as_deref()
+                == Some(item.message_id.as_str())
+        })
+        .unwrap();
+    assert_eq!(record["subject"], "Interview next week");
+    assert_eq!(record["attachments"], json!(["role.pdf"]));
+
+    // After a sync, the timeline shows it once.
+    let steps = sync::run_until_idle(&w, "w1", 100).await;
+    assert!(!steps.is_empty());
+    sync::run_until_idle(&w, "w1", 100).await;
+    let page = s
+        .world
+        .app
+        .store
+        .candidate_timeline(
+            s.org,
+            s.candidate,
+            MailViewer {
+                user: s.riley.id,
+                is_admin: false,
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    let mut copies = 0;
+    for i in page.items {
+        if let TimelineItem::Email(c) = i {
+            let msgs = s
+                .world
+                .app
+                .store
+                .thread_messages(
+                    s.org,
+                    c.thread_id,
+                    MailViewer {
+                        user: s.riley.id,
+                        is_admin: false,
+                    },
+                )
+                .await
+                .unwrap();
+            copies += msgs
+                .iter()
+                .filter(|m| m.message_id_header.as_deref() == Some(item.message_id.as_str()))
+                .count();
+        }
+    }
+    assert_eq!(
+        copies, 1,
+        "the sent message appears exactly once in the timeline"
+    );
+}
+
+async fn a_scheduled_send_fires_at_its_time_and_can_be_edited_or_cancelled_before(
+    db: TestDb,
+    provider: &str,
+) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    let store = &s.world.app.store;
+    let at = s.world.app.now() + SignedDuration::from_hours(2);
+    let mut input = s.input("Later");
+    input.send_at = Some(at);
+    let later = outbox::submit(&w, &s.riley, s.candidate, input.clone())
+        .await
+        .unwrap();
+    input.subject = "Never".into();
+    let never = outbox::submit(&w, &s.riley, s.candidate, input)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        None,
+        "nothing is due yet"
+    );
+    let edited = store
+        .edit_outbox(
+            s.org,
+            later.id,
+            &hirewire_store::OutboxEdit {
+                subject: Some("Later, edited"),
+                ..Default::default()
+            },
+            s.world.app.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited.subject, "Later, edited");
+    store
+        .cancel_outbox(s.org, never.id, s.world.app.now())
+        .await
+        .unwrap();
+    s.advance(2 * 3600 - 1);
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        None,
+        "one second early"
+    );
+    s.advance(1);
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(later.id))
+    );
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        None,
+        "the cancelled one never goes out"
+    );
+    assert_eq!(s.sends_of(&later.message_id).await, 1);
+    assert_eq!(s.sends_of(&never.message_id).await, 0);
+    let record = s.sent_records().await;
+    assert!(record.iter().any(|r| r["subject"] == "Later, edited"));
+}
+
+async fn an_uncertain_send_is_reconciled_as_sent_without_a_second_send(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    s.world
+        .control(
+            Method::POST,
+            "/_sandbox/send/uncertain",
+            Some(json!({"mode": "gateway_timeout", "count": 1})),
+        )
+        .await;
+    let item = outbox::submit(&w, &s.riley, s.candidate, s.input("Uncertain"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Retry(item.id))
+    );
+    let pending = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pending.needs_lookup, "{pending:?}");
+    assert_eq!(
+        s.sends_of(&item.message_id).await,
+        1,
+        "the provider did take it"
+    );
+    s.advance(60);
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Reconciled(item.id))
+    );
+    let done = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, OutboxStatus::Sent);
+    assert_eq!(s.sends_of(&item.message_id).await, 1, "no second send");
+}
+
+async fn a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resends(
+    db: TestDb,
+    provider: &str,
+) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|c| c.max_attempts = 2);
+    s.world
+        .control(
+            Method::POST,
+            "/_sandbox/send/uncertain",
+            Some(json!({"mode": "gateway_timeout", "count": 1})),
+        )
+        .await;
+    let item = outbox::submit(&w, &s.riley, s.candidate, s.input("Unknown"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Retry(item.id))
+    );
+    let endpoint = if provider == "microsoft" {
+        "graph.messages.list"
+    } else {
+        "gmail.users.messages.list"
+    };
+    s.world
+        .control(Method::POST, "/_sandbox/faults", Some(json!({"endpoint": endpoint, "fault": {"kind": "server_error", "status": 503}, "count": 100})))
+        .await;
+    s.advance(60);
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::NeedsAttention(item.id))
+    );
+    let item = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.status, OutboxStatus::NeedsAttention);
+    assert!(
+        item.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("will not send it again"),
+        "{item:?}"
+    );
+    s.advance(3600);
+    assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), None);
+    assert_eq!(s.sends_of(&item.message_id).await, 1);
+}
+
+both_backends! {
+    async fn graph_send_now_lands_with_the_candidate_and_appears_once_in_the_timeline(db: TestDb) {
+        send_now_lands_with_the_candidate_and_syncs_once(db, "microsoft").await;
+    }
+
+    async fn gmail_send_now_lands_with_the_candidate_and_appears_once_in_the_timeline(db: TestDb) {
+        send_now_lands_with_the_candidate_and_syncs_once(db, "google").await;
+    }
+
+    async fn graph_scheduled_send_fires_at_its_time_edited_and_the_cancelled_one_never(db: TestDb) {
+        a_scheduled_send_fires_at_its_time_and_can_be_edited_or_cancelled_before(db, "microsoft").await;
+    }
+
+    async fn gmail_scheduled_send_fires_at_its_time_edited_and_the_cancelled_one_never(db: TestDb) {
+        a_scheduled_send_fires_at_its_time_and_can_be_edited_or_cancelled_before(db, "google").await;
+    }
+
+    async fn graph_uncertain_send_is_reconciled_as_sent_without_a_second_send(db: TestDb) {
+        an_uncertain_send_is_reconciled_as_sent_without_a_second_send(db, "microsoft").await;
+    }
+
+    async fn gmail_uncertain_send_is_reconciled_as_sent_without_a_second_send(db: TestDb) {
+        an_uncertain_send_is_reconciled_as_sent_without_a_second_send(db, "google").await;
+    }
+
+    async fn graph_unsettled_lookup_needs_attention_and_never_resends(db: TestDb) {
+        a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resends(db, "microsoft").await;
+    }
+
+    async fn gmail_unsettled_lookup_needs_attention_and_never_resends(db: TestDb) {
+        a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resends(db, "google").await;
+    }
+
+    async fn each_permission_gap_says_what_is_missing_on_the_page_and_in_the_api(db: TestDb) {
+        // No inbox grant.
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, false).await;
+        let r = outbox::readiness(&s.world.app.state, &s.riley).await.unwrap();
+        assert_eq!(r.code(), "inbox_not_connected");
+        assert!(matches!(r, Readiness::Blocked { reauthorize: true, .. }));
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page = client.get(s.world.app.at(&format!("/candidates/{}", s.candidate))).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Your inbox is not connected"), "{page}");
+        assert!(page.contains("id=\"compose-reauthorize\""));
+        let token = s.world.app.api_token(&s.riley).await;
+        let api = s.world.app.api(&token);
+        let resp = api
+            .post(&format!("/candidates/{}/messages", s.candidate))
+            .json(&json!({"to": [s.candidate_mailbox], "subject": "Hi", "body_markdown": "Hello"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 409);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "inbox_not_connected");
+    }
+
+    async fn a_grant_without_send_permission_or_a_view_only_org_cannot_send(db: TestDb) {
+        // Authorized while the org was View only: the grant has no send scope.
+        let s = scenario(&db, "google", AccessLevelSetting::ViewOnly, true).await;
+        let r = outbox::readiness(&s.world.app.state, &s.riley).await.unwrap();
+        assert_eq!(r.code(), "access_view_only");
+        assert!(matches!(r, Readiness::Blocked { reauthorize: false, .. }));
+        assert!(r.message().contains("Ask your admin"), "{}", r.message());
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page = client.get(s.world.app.at(&format!("/candidates/{}", s.candidate))).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("View only"), "{page}");
+        assert!(!page.contains("id=\"compose-form\""));
+        // The admin turns on Send & view: now the grant lacks the send scope.
+        s.world.use_provider(s.org, "google", None, AccessLevelSetting::SendAndView).await;
+        let r = outbox::readiness(&s.world.app.state, &s.riley).await.unwrap();
+        assert_eq!(r.code(), "send_permission_missing");
+        assert!(r.message().contains("gmail.send"), "{}", r.message());
+        assert!(matches!(r, Readiness::Blocked { reauthorize: true, .. }));
+        let err = outbox::submit(&s.world.app.state, &s.riley, s.candidate, s.input("Hi")).await.unwrap_err();
+        assert_eq!(err.code(), "send_permission_missing");
+    }
+
+    async fn the_rollout_flag_gates_compose_and_a_message_queued_before_it_was_turned_off_is_held(db: TestDb) {
+        let s = scenario(&db, "microsoft", AccessLevelSetting::SendAndView, true).await;
+        let on = s.worker(|_| {});
+        let item = outbox::submit(&on, &s.riley, s.candidate, s.input("Held")).await.unwrap();
+        let off = s.worker(|c| c.rollout = Rollout::default());
+        let err = outbox::submit(&off, &s.riley, s.candidate, s.input("No")).await.unwrap_err();
+        assert!(matches!(err, SubmitError::NotReady(Readiness::NotEnabled)));
+        assert_eq!(err.code(), "feature_not_enabled");
+        assert_eq!(outbox::run_one(&off, "w1").await.unwrap(), Some(Turn::Waiting(item.id)));
+        let held = s.world.app.store.outbox_item(s.org, item.id).await.unwrap().unwrap();
+        assert_eq!(held.status, OutboxStatus::Queued);
+        assert!(held.hold_reason.as_deref().unwrap_or("").contains("turned off"), "{held:?}");
+        assert_eq!(s.sends_of(&item.message_id).await, 0);
+        // By org, by user, by percentage.
+        let by_org = Rollout { orgs: [s.org].into(), ..Rollout::default() };
+        assert!(by_org.enabled(s.org, s.riley.id));
+        let by_user = Rollout { users: [s.riley.id].into(), ..Rollout::default() };
+        assert!(by_user.enabled(OrgId(999), s.riley.id));
+        let all = Rollout { percent: 100, ..Rollout::default() };
+        assert!(all.enabled(s.org, s.riley.id));
+        let none = Rollout { percent: 0, ..Rollout::default() };
+        assert!(!none.enabled(s.org, s.riley.id));
+        // Back on: it goes out.
+        s.advance(3600);
+        assert_eq!(outbox::run_one(&on, "w1").await.unwrap(), Some(Turn::Sent(item.id)));
+    }
+
+    async fn pacing_holds_a_send_over_the_mailbox_rate_and_says_so(db: TestDb) {
+        let s = scenario(&db, "microsoft", AccessLevelSetting::SendAndView, true).await;
+        let w = s.worker(|c| c.pacing = Some(outbox::Pacing { per_window: 1, window: Duration::from_secs(60) }));
+        let a = outbox::submit(&w, &s.riley, s.candidate, s.input("One")).await.unwrap();
+        let b = outbox::submit(&w, &s.riley, s.candidate, s.input("Two")).await.unwrap();
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Sent(a.id)));
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Waiting(b.id)));
+        let waiting = s.world.app.store.outbox_item(s.org, b.id).await.unwrap().unwrap();
+        assert!(waiting.hold_reason.as_deref().unwrap_or("").contains("sending pace"), "{waiting:?}");
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page = client.get(s.world.app.at(&format!("/candidates/{}", s.candidate))).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("sending pace"), "the page says why it waits");
+        s.advance(60);
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Sent(b.id)));
+    }
+
+    async fn the_api_queues_lists_edits_and_cancels_and_refuses_header_injection(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let token = s.world.app.api_token(&s.riley).await;
+        let api = s.world.app.api(&token);
+        let at = (s.world.app.now() + SignedDuration::from_hours(24)).to_string();
+        let resp = api
+            .post(&format!("/candidates/{}/messages", s.candidate))
+            .json(&json!({"to": [s.candidate_mailbox], "subject": "Tomorrow", "body_markdown": "Hi", "send_at": at,
+                "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let created: Value = resp.json().await.unwrap();
+        assert_eq!(created["status"], "queued");
+        assert!(created["message_id"].as_str().unwrap().contains('@'));
+        assert_eq!(created["attachments"][0]["size"], 5);
+        let id = created["id"].as_i64().unwrap();
+        let list: Value = api.get("/outbox?status=queued").send().await.unwrap().json().await.unwrap();
+        assert_eq!(list["data"].as_array().unwrap().len(), 1);
+        let patched: Value = api
+            .patch(&format!("/outbox/{id}"))
+            .json(&json!({"subject": "Tomorrow, moved"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(patched["subject"], "Tomorrow, moved");
+        let deleted = api.delete(&format!("/outbox/{id}")).send().await.unwrap();
+        assert_eq!(deleted.status(), 200);
+        let again = api.delete(&format!("/outbox/{id}")).send().await.unwrap();
+        assert_eq!(again.status(), 409);
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_queued");
+        for (subject, code) in [("Hi\r\nBcc: x@evil.example", "header_injection")] {
+            let resp = api
+                .post(&format!("/candidates/{}/messages", s.candidate))
+                .json(&json!({"to": [s.candidate_mailbox], "subject": subject, "body_markdown": "Hi"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 422);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
+        let resp = api
+            .post(&format!("/candidates/{}/messages", s.candidate))
+            .json(&json!({"to": ["stranger@elsewhere.example"], "subject": "Hi", "body_markdown": "Hi"}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "recipient_not_candidate");
+    }
+
+    async fn the_compose_form_sends_now_and_schedules_in_the_recruiters_zone(db: TestDb) {
+        let s = scenario(&db, "microsoft", AccessLevelSetting::SendAndView, true).await;
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let url = s.world.app.at(&format!("/candidates/{}", s.candidate));
+        let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("id=\"compose-form\""), "{page}");
+        let zone = s.riley.time_zone.clone();
+        assert!(page.contains(&format!("id=\"compose-zone\">{zone}<")), "the zone is shown");
+        let csrf = hirewire_server::testing::hidden_csrf(&page).unwrap();
+        let form = [
+            ("_csrf", csrf.as_str()),
+            ("to", s.candidate_mailbox),
+            ("to", "jordan.other@talentmail.example"),
+            ("subject", "Scheduled from the page"),
+            ("body", "See you"),
+            ("mode", "schedule"),
+            ("send_at", "2027-01-05T10:30"),
+        ];
+        let resp = client.post(s.world.app.at(&format!("/candidates/{}/email", s.candidate))).form(&form).send().await.unwrap();
+        assert!(resp.status().is_redirection() || resp.status().is_success(), "{}", resp.status());
+        let items = s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].to.len(), 2);
+        let expected = jiff::civil::date(2027, 1, 5).at(10, 30, 0, 0).to_zoned_datetime(jiff::tz::TimeZone::get(&zone).unwrap()).unwrap().timestamp();
+        assert_eq!(items[0].send_at, Some(expected), "read in {zone}");
+        let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Scheduled</strong> — Scheduled from the page"), "{page}");
+        let scheduled = client.get(s.world.app.at("/scheduled")).send().await.unwrap().text().await.unwrap();
+        assert!(scheduled.contains("Scheduled from the page"), "{scheduled}");
+        // A bad address in Cc comes back as an error on the card.
+        let form = [("_csrf", csrf.as_str()), ("to", s.candidate_mailbox), ("cc", "not an address"), ("subject", "x"), ("body", "y"), ("mode", "now")];
+        let resp = client.post(s.world.app.at(&format!("/candidates/{}/email", s.candidate))).form(&form).send().await.unwrap();
+        let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+        let page = client.get(s.world.app.at(&location)).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("id=\"compose-error\""), "{page}");
+        assert!(page.contains("is not a valid email address"), "{page}");
+    }
+}
