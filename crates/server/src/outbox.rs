@@ -406,7 +406,22 @@ pub async fn submit(
         })?;
         cc.push(e.as_str().to_owned());
     }
-    if input.subject.trim().is_empty() {
+    let reply = match input.reply_to_thread {
+        Some(t) => Some(reply_headers(state, user, t).await?),
+        None => None,
+    };
+    // A reply without a subject takes the conversation's ("Re: …"), which
+    // Gmail also needs to keep it in the thread.
+    let subject = match (&reply, input.subject.trim()) {
+        (Some((_, Some(s), _)), "") if s.to_lowercase().starts_with("re:") => s.clone(),
+        (Some((_, Some(s), _)), "") => format!("Re: {s}"),
+        (_, s) => s.to_owned(),
+    };
+    let (reply, thread_hint) = match reply {
+        Some((r, _, parent_copy)) => (Some(r), parent_copy),
+        None => (None, None),
+    };
+    if subject.is_empty() {
         return Err(invalid("subject_required", "write a subject"));
     }
     if input.body_markdown.trim().is_empty() && input.attachments.is_empty() {
@@ -418,13 +433,6 @@ pub async fn submit(
     {
         return Err(invalid("send_at_in_past", "the scheduled time has passed"));
     }
-    let (reply, thread_hint) = match input.reply_to_thread {
-        Some(t) => {
-            let r = reply_headers(state, user, t).await?;
-            (Some(r), None::<String>)
-        }
-        None => (None, None),
-    };
     let message_id = new_message_id(state);
     // Compose once now so that bad input is refused before anything is stored.
     let draft = draft(
@@ -432,7 +440,7 @@ pub async fn submit(
         &from,
         &to,
         &cc,
-        &input.subject,
+        &subject,
         &input.body_markdown,
         input
             .attachments
@@ -473,7 +481,7 @@ pub async fn submit(
                 grant_id: grant,
                 to: &to,
                 cc: &cc,
-                subject: input.subject.trim(),
+                subject: &subject,
                 body_markdown: &input.body_markdown,
                 attachments: &input.attachments,
                 message_id: &message_id,
@@ -495,12 +503,14 @@ pub async fn submit(
 }
 
 /// `In-Reply-To` (the conversation's latest message) and `References` (its
-/// messages, oldest first) for a reply into `thread`, which the user must see.
+/// messages, oldest first) for a reply into `thread`, which the user must see,
+/// the latest message's subject, and the provider id of the user's own copy
+/// of the parent (the outbox's `thread_hint`, see [`reply_from_parent`]).
 async fn reply_headers(
     state: &AppState,
     user: &User,
     thread: MailThreadId,
-) -> Result<ReplyTo, SubmitError> {
+) -> Result<(ReplyTo, Option<String>, Option<String>), SubmitError> {
     let viewer = MailViewer {
         user: user.id,
         is_admin: user.role == Role::Admin,
@@ -534,10 +544,81 @@ async fn reply_headers(
         refs.truncate(1);
         refs.extend(tail);
     }
-    Ok(ReplyTo {
-        in_reply_to: last,
-        references: refs,
-    })
+    let subject = messages.iter().rev().find_map(|m| m.subject.clone());
+    let parent_copy = messages
+        .iter()
+        .rev()
+        .find(|m| {
+            m.owner_user_id == user.id && m.message_id_header.as_deref() == Some(last.as_str())
+        })
+        .map(|m| m.provider_message_id.clone());
+    Ok((
+        ReplyTo {
+            in_reply_to: last,
+            references: refs,
+        },
+        subject,
+        parent_copy,
+    ))
+}
+
+/// The threading of a reply as sent. hirewire stores Message-IDs lowercased
+/// (their comparison form), but ids are case-sensitive on the wire: when the
+/// outbox row names the user's own copy of the parent (`thread_hint`), the
+/// parent is read from the mailbox so `In-Reply-To`/`References` carry the
+/// ids exactly as written, and Gmail's `threadId` comes with it. Without it
+/// (or when the read fails) the stored ids are used and Gmail starts a new
+/// thread — the headers still thread it for the recipient.
+async fn reply_from_parent(
+    state: &AppState,
+    provider: Provider,
+    access: &hirewire_providers::Secret,
+    item: &OutboxItem,
+) -> (Option<ReplyTo>, Option<String>) {
+    let Some(parent) = item.in_reply_to.clone() else {
+        return (None, None);
+    };
+    let mut reply = ReplyTo {
+        in_reply_to: parent,
+        references: item.references.clone(),
+    };
+    let Some(copy) = item.thread_hint.as_deref() else {
+        return (Some(reply), None);
+    };
+    let reader = hirewire_providers::MailReader::new(
+        provider,
+        state.config.provider_endpoints.clone(),
+        state.provider_http.clone(),
+    );
+    let raw = match reader.fetch_raw(access, copy).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the replied-to message");
+            return (Some(reply), None);
+        }
+    };
+    let env = hirewire_mail::parse_envelope(&raw.raw);
+    let originals: Vec<String> = env
+        .references
+        .iter()
+        .chain(env.in_reply_to.iter())
+        .chain(env.message_id.iter())
+        .cloned()
+        .collect();
+    let original = |id: &str| {
+        originals
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(id))
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
+    };
+    reply.in_reply_to = original(&reply.in_reply_to);
+    reply.references = reply.references.iter().map(|r| original(r)).collect();
+    let thread = match provider {
+        Provider::Google => raw.thread_id,
+        Provider::Microsoft => None,
+    };
+    (Some(reply), thread)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -788,21 +869,8 @@ async fn decide(
             ));
         }
     }
-    let gmail_thread = match (provider, &item.thread_hint, &item.in_reply_to) {
-        (Provider::Google, Some(t), _) => Some(t.clone()),
-        (Provider::Google, None, Some(parent)) => {
-            match sender.find_by_message_id(&access, parent).await {
-                Ok(Lookup::Found(f)) => f.into_iter().find_map(|m| m.thread_id),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let (reply, gmail_thread) = reply_from_parent(state, provider, &access, item).await;
     let files = state.store.outbox_attachments(id).await?;
-    let reply = item.in_reply_to.as_ref().map(|p| ReplyTo {
-        in_reply_to: p.clone(),
-        references: item.references.clone(),
-    });
     let composed = match compose(
         &draft(
             &user,

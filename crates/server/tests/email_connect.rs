@@ -463,6 +463,151 @@ async fn a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resen
     assert_eq!(s.sends_of(&item.message_id).await, 1);
 }
 
+async fn a_reply_continues_the_timeline_conversation(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    let injected = s
+        .world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/mailboxes/{}/messages", s.mailbox),
+            Some(json!({"from": s.candidate_mailbox, "to": [s.mailbox], "subject": "Interview", "body": "When can we talk?"})),
+        )
+        .await;
+    let parent = normalize_message_id(injected["internet_message_id"].as_str().unwrap()).unwrap();
+    sync::run_until_idle(&w, "w1", 100).await;
+    let viewer = MailViewer {
+        user: s.riley.id,
+        is_admin: false,
+    };
+    let page = s
+        .world
+        .app
+        .store
+        .candidate_timeline(s.org, s.candidate, viewer, None, 100)
+        .await
+        .unwrap();
+    let thread = page
+        .items
+        .iter()
+        .find_map(|i| match i {
+            TimelineItem::Email(c) if c.thread_key == parent => Some(c.thread_id),
+            _ => None,
+        })
+        .expect("the candidate's mail is on the timeline");
+    let mut input = s.input("");
+    input.reply_to_thread = Some(thread);
+    let item = outbox::submit(&w, &s.riley, s.candidate, input)
+        .await
+        .unwrap();
+    assert_eq!(item.subject, "Re: Interview");
+    assert_eq!(item.in_reply_to.as_deref(), Some(parent.as_str()));
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(item.id))
+    );
+    let record = s
+        .sent_records()
+        .await
+        .into_iter()
+        .find(|r| {
+            r["message_id"]
+                .as_str()
+                .and_then(normalize_message_id)
+                .as_deref()
+                == Some(item.message_id.as_str())
+        })
+        .unwrap();
+    let refs: Vec<String> = record["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str().and_then(normalize_message_id))
+        .collect();
+    // The sandbox lists the parents named by In-Reply-To and References together.
+    let mut refs = refs;
+    refs.dedup();
+    assert_eq!(refs, vec![parent.clone()], "{record}");
+    let sent = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    if provider == "google" {
+        assert_eq!(
+            sent.provider_thread_id.as_deref(),
+            injected["thread_id"].as_str(),
+            "Gmail keeps it in the thread"
+        );
+    }
+    // After the next sync the reply is in the same conversation, once.
+    s.advance(3600);
+    sync::run_until_idle(&w, "w1", 100).await;
+    let msgs = s
+        .world
+        .app
+        .store
+        .thread_messages(s.org, thread, viewer)
+        .await
+        .unwrap();
+    let ids: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| m.message_id_header.clone())
+        .collect();
+    assert_eq!(ids, vec![parent, item.message_id.clone()]);
+}
+
+async fn a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_send(
+    db: TestDb,
+    provider: &str,
+) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|c| c.lease = Duration::from_secs(120));
+    let item = outbox::submit(&w, &s.riley, s.candidate, s.input("After a crash"))
+        .await
+        .unwrap();
+    // A worker claims it, records the attempt, and dies before the provider answers.
+    let store = &s.world.app.store;
+    let claimed = store
+        .claim_outbox("dead", s.world.app.now(), Duration::from_secs(120))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .begin_outbox_send(item.id, claimed.fencing_token, s.world.app.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::run_one(&w, "w2").await.unwrap(),
+        None,
+        "held by the dead worker's lease"
+    );
+    s.advance(121);
+    assert_eq!(
+        outbox::run_one(&w, "w2").await.unwrap(),
+        Some(Turn::Sent(item.id)),
+        "not found by the lookup, so sent"
+    );
+    assert_eq!(s.sends_of(&item.message_id).await, 1);
+    assert!(
+        matches!(
+            store
+                .finish_outbox(
+                    item.id,
+                    claimed.fencing_token,
+                    &hirewire_store::OutboxOutcome::Failed { error: "late" },
+                    s.world.app.now()
+                )
+                .await,
+            Err(hirewire_store::StoreError::StaleLease)
+        ),
+        "the dead worker's token changes nothing"
+    );
+}
+
 both_backends! {
     async fn graph_send_now_lands_with_the_candidate_and_appears_once_in_the_timeline(db: TestDb) {
         send_now_lands_with_the_candidate_and_syncs_once(db, "microsoft").await;
@@ -494,6 +639,22 @@ both_backends! {
 
     async fn gmail_unsettled_lookup_needs_attention_and_never_resends(db: TestDb) {
         a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resends(db, "google").await;
+    }
+
+    async fn graph_reply_continues_the_timeline_conversation(db: TestDb) {
+        a_reply_continues_the_timeline_conversation(db, "microsoft").await;
+    }
+
+    async fn gmail_reply_continues_the_timeline_conversation_in_its_thread(db: TestDb) {
+        a_reply_continues_the_timeline_conversation(db, "google").await;
+    }
+
+    async fn graph_send_after_a_worker_died_mid_send_is_looked_up_then_sent_once(db: TestDb) {
+        a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_send(db, "microsoft").await;
+    }
+
+    async fn gmail_send_after_a_worker_died_mid_send_is_looked_up_then_sent_once(db: TestDb) {
+        a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_send(db, "google").await;
     }
 
     async fn each_permission_gap_says_what_is_missing_on_the_page_and_in_the_api(db: TestDb) {
