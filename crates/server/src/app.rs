@@ -55,8 +55,12 @@ impl AppState {
         let provider_http =
             hirewire_providers::HttpClient::new(hirewire_providers::HttpConfig::default())
                 .expect("build the provider HTTP client");
-        let pacer = hirewire_providers::Pacer::new(config.pacing.clone())
-            .expect("the pacing settings are valid (checked when the configuration is read)");
+        let pacer = hirewire_providers::Pacer::with_parts(
+            config.pacing.clone(),
+            Arc::new(crate::pace::AppPaceClock::new(clock.clone())),
+            Arc::new(hirewire_providers::pacing::RandomJitter),
+        )
+        .expect("the pacing settings are valid (checked when the configuration is read)");
         Self(Arc::new(Inner {
             pacer,
             metrics: crate::metrics::Metrics::new(),

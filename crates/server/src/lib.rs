@@ -21,6 +21,7 @@ pub mod integration_pages;
 pub mod integrations;
 pub mod metrics;
 pub mod outbox;
+pub mod pace;
 pub mod pages;
 pub mod push_hooks;
 pub mod scheduler_pages;

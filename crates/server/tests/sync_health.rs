@@ -93,6 +93,35 @@ async fn team(db: &TestDb, n: u32) -> Team {
     }
 }
 
+/// `/metrics`, parsed by an independent parser of the text format.
+async fn scrape(world: &World) -> prometheus_parse::Scrape {
+    let res = reqwest::get(world.app.at("/metrics")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+}
+
+/// The value of `metric` with `labels` (0 when absent); histograms: their count.
+fn value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |c| c.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
 impl Team {
     /// A worker on the same store and clock, with small pages.
     fn worker(&self) -> AppState {
@@ -256,5 +285,43 @@ both_backends! {
         assert_eq!(h["needs_attention"], false);
         assert!(h["last_error"].is_null());
         assert_eq!(t.admin(true).await.len(), 0);
+    }
+
+    async fn metrics_parse_and_move_with_the_sync(db: TestDb) {
+        let t = team(&db, 12).await;
+        let worker = t.worker();
+        let before = scrape(&t.world).await;
+        assert_eq!(value(&before, "hirewire_sync_messages_seen_total", &[]), 0.0);
+        assert_eq!(value(&before, "hirewire_job_queue_depth", &[("kind", "mail.sync")]), 2.0, "one queued step per inbox");
+
+        // The metrics belong to the instance that does the work: the worker here.
+        sync::run_until_idle(&worker, "w1", 100).await;
+        let render = |s: &AppState| {
+            let s = s.clone();
+            async move { hirewire_server::metrics::render(&s).await.unwrap() }
+        };
+        let text = render(&worker).await;
+        let after = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        assert_eq!(value(&after, "hirewire_sync_messages_seen_total", &[]), 24.0, "both mailboxes listed whole");
+        assert!(value(&after, "hirewire_sync_messages_stored_total", &[]) > 0.0);
+        let graph = value(&after, "hirewire_provider_requests_total", &[("provider", "graph")]);
+        assert!(graph > 0.0, "{text}");
+        assert_eq!(value(&after, "hirewire_provider_throttled_total", &[("provider", "graph")]), 0.0);
+        assert_eq!(value(&after, "hirewire_job_queue_depth", &[("kind", "mail.sync")]), 2.0, "each idle inbox has its next step queued");
+
+        // A later step of a mailbox observes its lag; a throttled step counts an error and a 429.
+        let grant = t.grant_id(0).await.to_string();
+        t.world
+            .control(Method::POST, "/_sandbox/faults", Some(json!({"endpoint": "graph.*", "user": t.recruiters[1].1, "fault": {"kind": "throttle", "retry_after_secs": 600}})))
+            .await;
+        t.world.app.clock.advance(SignedDuration::from_secs(90));
+        sync::run_until_idle(&worker, "w1", 100).await;
+        let text = render(&worker).await;
+        let later = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        assert!(value(&later, "hirewire_sync_lag_seconds", &[("mailbox", grant.as_str())]) >= 1.0, "{text}");
+        assert!(text.contains(&format!("hirewire_sync_lag_seconds_bucket{{mailbox=\"{grant}\",le=\"120\"}}")), "{text}");
+        assert!(value(&later, "hirewire_sync_errors_total", &[("class", "throttled")]) >= 1.0, "{text}");
+        assert!(value(&later, "hirewire_provider_throttled_total", &[("provider", "graph")]) >= 1.0, "{text}");
+        assert!(value(&later, "hirewire_provider_requests_total", &[("provider", "graph")]) > graph);
     }
 }
