@@ -324,4 +324,64 @@ both_backends! {
         assert!(value(&later, "hirewire_provider_throttled_total", &[("provider", "graph")]) >= 1.0, "{text}");
         assert!(value(&later, "hirewire_provider_requests_total", &[("provider", "graph")]) > graph);
     }
+
+    async fn under_a_429_storm_a_5xx_burst_and_slow_responses_the_sync_never_exceeds_the_configured_quota(db: TestDb) {
+        let t = team(&db, 30).await;
+        // Test-scale quota: 20 Graph requests per second per mailbox, 4 in flight; the sandbox enforces the same.
+        let app = &t.world.app;
+        let mut config = app.state.config.clone();
+        config.sync.page_size = 5;
+        config.pacing.graph.per_mailbox = Some(hirewire_providers::pacing::RateLimit {
+            units: 20,
+            per: std::time::Duration::from_secs(1),
+            burst: 5,
+        });
+        config.pacing.graph.max_concurrent_per_mailbox = Some(4);
+        config.pacing.backoff = hirewire_providers::pacing::BackoffConfig {
+            max_attempts: 3,
+            base: std::time::Duration::from_millis(50),
+            max: std::time::Duration::from_millis(400),
+            min: std::time::Duration::from_millis(20),
+        };
+        config.pacing.max_pause_wait = std::time::Duration::from_secs(2);
+        let worker = AppState::new(config, app.store.clone(), app.state.keyring.clone(), Arc::new(app.clock.clone()));
+        t.world
+            .control(
+                Method::PATCH,
+                "/_sandbox/settings",
+                Some(json!({"graph_mailbox_requests_per_window": 20, "graph_mailbox_window_secs": 1, "graph_mailbox_concurrency": 4})),
+            )
+            .await;
+        t.world.control(Method::DELETE, "/_sandbox/counters", None).await;
+        let (a, b) = (t.recruiters[0].1, t.recruiters[1].1);
+        for fault in [
+            json!({"endpoint": "graph.*", "user": a, "count": 8, "fault": {"kind": "throttle", "retry_after_secs": 1}}),
+            json!({"endpoint": "graph.*", "user": b, "count": 8, "fault": {"kind": "server_error", "status": 503}}),
+            json!({"endpoint": "graph.*", "user": b, "count": 12, "fault": {"kind": "delay", "millis": 200}}),
+        ] {
+            t.world.control(Method::POST, "/_sandbox/faults", Some(fault)).await;
+        }
+        for _ in 0..30 {
+            sync::run_until_idle(&worker, "w1", 200).await;
+            if t.me(0).await["state"] == "up_to_date" && t.me(1).await["state"] == "up_to_date" {
+                break;
+            }
+            // A step failed and waits for its retry: move both clocks (the app's and the provider's) together.
+            t.world.app.clock.advance(SignedDuration::from_secs(2));
+            t.world.control(Method::POST, "/_sandbox/clock/advance", Some(json!({"seconds": 2}))).await;
+        }
+        for i in 0..2 {
+            let h = t.me(i).await;
+            assert_eq!(h["state"], "up_to_date", "{h}");
+            assert_eq!(h["messages_seen"], 30, "{h}");
+        }
+        let counters = t.world.control(Method::GET, "/_sandbox/counters", None).await;
+        let users = &counters["providers"]["graph"]["users"];
+        assert!(users[a]["responses_429"].as_u64().unwrap() >= 8, "the storm happened: {users}");
+        for m in [a, b] {
+            let u = &users[m];
+            assert_eq!(u["quota_refusals"], 0, "never over the sandbox's quota or concurrency: {u}");
+            assert!(u["peak_requests_per_sec"].as_u64().unwrap() <= 20, "{m}: {u}");
+        }
+    }
 }
