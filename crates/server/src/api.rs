@@ -78,6 +78,7 @@ pub async fn openapi_json() -> impl IntoResponse {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::timeline::TimelineDoc::openapi());
     doc.merge(crate::scheduling_api::SchedulingDoc::openapi());
+    doc.merge(crate::compose_pages::EmailDoc::openapi());
     // Paths are served under /api/v1.
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (
@@ -533,7 +534,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// same request replays the stored response; a repeat with a different request
 /// is 422 `idempotency_key_reused`; one still running is 409. Errors are not
 /// stored, so a failed request can be retried with the same key.
-async fn idempotent(
+pub(crate) async fn idempotent(
     state: &AppState,
     user: &hirewire_store::User,
     headers: &HeaderMap,

@@ -19,7 +19,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -31,10 +31,11 @@ use hirewire_store::{
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{ApiCaller, CsrfForm, Viewer};
-use crate::error::{ApiError, PageError};
+use crate::error::{ApiError, ErrorBody, PageError};
 use crate::outbox::{self, ComposeInput, Readiness, SubmitError};
 
 pub fn routes() -> Router<AppState> {
@@ -394,8 +395,31 @@ async fn scheduled_page(
 
 // ---- API ------------------------------------------------------------------------------
 
+#[derive(OpenApi)]
+#[openapi(
+    paths(api_create, api_list, api_get, api_patch, api_delete),
+    components(schemas(
+        MessageResource,
+        AttachmentResource,
+        NewMessageBody,
+        AttachmentBody,
+        PatchBody,
+        MessageList
+    ))
+)]
+pub struct EmailDoc;
+
+/// A file of an outbox message.
+#[derive(Serialize, ToSchema)]
+pub struct AttachmentResource {
+    pub filename: String,
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+}
+
 /// An outbox message.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MessageResource {
     pub id: i64,
     pub candidate_id: i64,
@@ -407,7 +431,7 @@ pub struct MessageResource {
     pub cc: Vec<String>,
     pub subject: String,
     pub body_markdown: String,
-    pub attachments: Vec<hirewire_store::OutboxAttachmentInfo>,
+    pub attachments: Vec<AttachmentResource>,
     pub in_reply_to: Option<String>,
     /// RFC 3339; null: at once.
     pub send_at: Option<String>,
@@ -435,7 +459,15 @@ fn resource(i: &OutboxItem) -> MessageResource {
         cc: i.cc.clone(),
         subject: i.subject.clone(),
         body_markdown: i.body_markdown.clone(),
-        attachments: i.attachments.clone(),
+        attachments: i
+            .attachments
+            .iter()
+            .map(|a| AttachmentResource {
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+            })
+            .collect(),
         in_reply_to: i.in_reply_to.clone(),
         send_at: i.send_at.map(|t| t.to_string()),
         due_at: i.due_at.to_string(),
@@ -449,7 +481,8 @@ fn resource(i: &OutboxItem) -> MessageResource {
     }
 }
 
-#[derive(Deserialize)]
+/// A file to send.
+#[derive(Deserialize, ToSchema)]
 struct AttachmentBody {
     filename: String,
     #[serde(default = "octet")]
@@ -462,7 +495,8 @@ fn octet() -> String {
     "application/octet-stream".into()
 }
 
-#[derive(Deserialize)]
+/// A message to send now or schedule.
+#[derive(Deserialize, ToSchema)]
 struct NewMessageBody {
     to: Vec<String>,
     #[serde(default)]
@@ -504,43 +538,59 @@ fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/candidates/{id}/messages", tag = "email", params(("id" = i64, Path)), request_body = NewMessageBody,
+    responses((status = 201, description = "Queued (sent at once or at `send_at` by the outbox worker)", body = MessageResource),
+        (status = 403, description = "`feature_not_enabled`", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "What is missing to send: `inbox_not_connected`, `inbox_needs_reauthorization`, `send_permission_missing`, `access_view_only`, `email_access_off`, `no_provider`", body = ErrorBody),
+        (status = 422, description = "`recipient_not_candidate`, `no_recipient`, `invalid_address`, `header_injection`, `attachment_too_large`, `subject_required`, `body_required`, `send_at_in_past`, `invalid_send_at`, `invalid_attachment`, `invalid_message`", body = ErrorBody)))]
+/// `Idempotency-Key` is honoured: a retry with the same key and body gets the
+/// first answer (and the same message) again.
 async fn api_create(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<MessageResource>), ApiError> {
-    let cid: CandidateId = id.parse().map_err(|_| ApiError::not_found("candidate"))?;
-    let b: NewMessageBody = crate::api::parse_json(&body)?;
-    let mut attachments = Vec::new();
-    for a in b.attachments {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(a.content_base64.as_bytes())
-            .map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_attachment",
-                    format!("the attachment '{}' is not valid base64", a.filename),
-                )
-            })?;
-        attachments.push(OutboxAttachment {
-            filename: a.filename,
-            content_type: a.content_type,
-            bytes,
-        });
-    }
-    let input = ComposeInput {
-        to: b.to,
-        cc: b.cc,
-        subject: b.subject,
-        body_markdown: b.body_markdown,
-        attachments,
-        reply_to_thread: b.reply_to_thread_id.map(MailThreadId),
-        send_at: b.send_at.as_deref().map(parse_time).transpose()?,
-    };
-    let item = outbox::submit(&state, &user, cid, input)
-        .await
-        .map_err(submit_error)?;
-    Ok((StatusCode::CREATED, Json(resource(&item))))
+) -> Result<Response, ApiError> {
+    let path = format!("/candidates/{id}/messages");
+    crate::api::idempotent(&state, &user, &headers, Method::POST, &path, &body, async {
+        let cid: CandidateId = id.parse().map_err(|_| ApiError::not_found("candidate"))?;
+        let b: NewMessageBody = crate::api::parse_json(&body)?;
+        let mut attachments = Vec::new();
+        for a in b.attachments {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(a.content_base64.as_bytes())
+                .map_err(|_| {
+                    ApiError::unprocessable(
+                        "invalid_attachment",
+                        format!("the attachment '{}' is not valid base64", a.filename),
+                    )
+                })?;
+            attachments.push(OutboxAttachment {
+                filename: a.filename,
+                content_type: a.content_type,
+                bytes,
+            });
+        }
+        let input = ComposeInput {
+            to: b.to,
+            cc: b.cc,
+            subject: b.subject,
+            body_markdown: b.body_markdown,
+            attachments,
+            reply_to_thread: b.reply_to_thread_id.map(MailThreadId),
+            send_at: b.send_at.as_deref().map(parse_time).transpose()?,
+        };
+        let item = outbox::submit(&state, &user, cid, input)
+            .await
+            .map_err(submit_error)?;
+        Ok((
+            StatusCode::CREATED,
+            serde_json::to_value(resource(&item)).map_err(ApiError::internal)?,
+        ))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -550,12 +600,14 @@ struct ListQuery {
     candidate_id: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MessageList {
     data: Vec<MessageResource>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/outbox", tag = "email", params(("status" = Option<String>, Query, description = "Comma-separated statuses"), ("candidate_id" = Option<i64>, Query)),
+    responses((status = 200, description = "The caller's messages, newest first", body = MessageList)))]
 async fn api_list(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
@@ -604,6 +656,8 @@ async fn api_item(state: &AppState, user: &User, id: &str) -> Result<OutboxItem,
         .ok_or_else(|| ApiError::not_found("message"))
 }
 
+#[utoipa::path(get, path = "/outbox/{id}", tag = "email", params(("id" = i64, Path)),
+    responses((status = 200, description = "Status, with the provider message and thread ids once sent", body = MessageResource), (status = 404, body = ErrorBody)))]
 async fn api_get(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
@@ -612,7 +666,8 @@ async fn api_get(
     Ok(Json(resource(&api_item(&state, &user, &id).await?)))
 }
 
-#[derive(Deserialize)]
+/// Changes to a queued message (absent fields stay).
+#[derive(Deserialize, ToSchema)]
 struct PatchBody {
     #[serde(default)]
     to: Option<Vec<String>>,
@@ -641,6 +696,8 @@ fn not_queued(e: StoreError) -> ApiError {
     }
 }
 
+#[utoipa::path(patch, path = "/outbox/{id}", tag = "email", params(("id" = i64, Path)), request_body = PatchBody,
+    responses((status = 200, body = MessageResource), (status = 404, body = ErrorBody), (status = 409, description = "`not_queued`", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn api_patch(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
@@ -694,6 +751,8 @@ async fn api_patch(
     Ok(Json(resource(&item)))
 }
 
+#[utoipa::path(delete, path = "/outbox/{id}", tag = "email", params(("id" = i64, Path)),
+    responses((status = 200, description = "Cancelled", body = MessageResource), (status = 404, body = ErrorBody), (status = 409, description = "`not_queued`", body = ErrorBody)))]
 async fn api_delete(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,

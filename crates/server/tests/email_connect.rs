@@ -749,15 +749,18 @@ both_backends! {
         let token = s.world.app.api_token(&s.riley).await;
         let api = s.world.app.api(&token);
         let at = (s.world.app.now() + SignedDuration::from_hours(24)).to_string();
-        let resp = api
-            .post(&format!("/candidates/{}/messages", s.candidate))
-            .json(&json!({"to": [s.candidate_mailbox], "subject": "Tomorrow", "body_markdown": "Hi", "send_at": at,
-                "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}))
-            .send()
-            .await
-            .unwrap();
+        let request = json!({"to": [s.candidate_mailbox], "subject": "Tomorrow", "body_markdown": "Hi", "send_at": at,
+            "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]});
+        let post = || {
+            api.post(&format!("/candidates/{}/messages", s.candidate))
+                .header("Idempotency-Key", "schedule-1")
+                .json(&request)
+        };
+        let resp = post().send().await.unwrap();
         assert_eq!(resp.status(), 201);
         let created: Value = resp.json().await.unwrap();
+        let repeated: Value = post().send().await.unwrap().json().await.unwrap();
+        assert_eq!(repeated["id"], created["id"], "a retry with the same Idempotency-Key queues nothing new");
         assert_eq!(created["status"], "queued");
         assert!(created["message_id"].as_str().unwrap().contains('@'));
         assert_eq!(created["attachments"][0]["size"], 5);
@@ -837,5 +840,27 @@ both_backends! {
         let page = client.get(s.world.app.at(&location)).send().await.unwrap().text().await.unwrap();
         assert!(page.contains("id=\"compose-error\""), "{page}");
         assert!(page.contains("is not a valid email address"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn the_email_endpoints_are_in_the_openapi_document() {
+    let db = TestDb::new(hirewire_store::Backend::Sqlite).await.unwrap();
+    let app = hirewire_server::testing::TestApp::start(&db).await;
+    let doc: Value = reqwest::get(app.at("/api/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/candidates/{id}/messages", &["post"][..]),
+        ("/outbox", &["get"]),
+        ("/outbox/{id}", &["get", "patch", "delete"]),
+    ] {
+        for m in methods {
+            assert!(paths[path][m].is_object(), "{m} {path} is documented");
+        }
     }
 }
