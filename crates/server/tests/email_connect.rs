@@ -657,6 +657,39 @@ both_backends! {
         a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_send(db, "google").await;
     }
 
+    async fn a_send_the_provider_keeps_refusing_is_retried_with_backoff_then_failed_with_the_reason(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let w = s.worker(|c| c.max_attempts = 2);
+        s.world
+            .control(Method::POST, "/_sandbox/faults", Some(json!({"endpoint": "gmail.users.messages.send", "fault": {"kind": "throttle", "retry_after_secs": 600}, "count": 100})))
+            .await;
+        let item = outbox::submit(&w, &s.riley, s.candidate, s.input("Busy")).await.unwrap();
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Retry(item.id)));
+        let waiting = s.world.app.store.outbox_item(s.org, item.id).await.unwrap().unwrap();
+        assert!(waiting.due_at >= s.world.app.now() + SignedDuration::from_secs(600), "the provider's Retry-After is honoured");
+        assert!(!waiting.needs_lookup, "a refused send is surely not sent");
+        s.advance(600);
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Failed(item.id)));
+        let failed = s.world.app.store.outbox_item(s.org, item.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, OutboxStatus::Failed);
+        assert!(failed.last_error.as_deref().unwrap_or("").contains("Not sent after 2 attempts"), "{failed:?}");
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page = client.get(s.world.app.at("/scheduled")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("Not sent after 2 attempts"), "the failure and its reason are listed: {page}");
+        assert_eq!(s.sends_of(&item.message_id).await, 0);
+    }
+
+    async fn an_attachment_over_the_configured_limit_is_refused_with_a_clear_error(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let w = s.worker(|c| c.max_attachment_bytes = 1024);
+        let mut input = s.input("Big file");
+        input.attachments = vec![OutboxAttachment { filename: "big.bin".into(), content_type: "application/octet-stream".into(), bytes: vec![0; 2048] }];
+        let err = outbox::submit(&w, &s.riley, s.candidate, input).await.unwrap_err();
+        assert_eq!(err.code(), "attachment_too_large");
+        assert!(err.to_string().contains("big.bin"), "{err}");
+        assert!(s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap().is_empty());
+    }
+
     async fn each_permission_gap_says_what_is_missing_on_the_page_and_in_the_api(db: TestDb) {
         // No inbox grant.
         let s = scenario(&db, "google", AccessLevelSetting::SendAndView, false).await;
