@@ -38,6 +38,8 @@ pub struct Inner {
     pub pacer: hirewire_providers::Pacer,
     /// Prometheus metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Verifies Gmail's Pub/Sub push tokens (when Gmail push is configured).
+    pub pubsub: Option<hirewire_providers::push::PubSubVerifier>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,7 +63,9 @@ impl AppState {
             Arc::new(hirewire_providers::pacing::RandomJitter),
         )
         .expect("the pacing settings are valid (checked when the configuration is read)");
+        let pubsub = crate::push_hooks::pubsub_verifier(&config, &provider_http);
         Self(Arc::new(Inner {
+            pubsub,
             pacer,
             metrics: crate::metrics::Metrics::new(),
             config,
@@ -90,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::compose_pages::routes())
         .merge(crate::health::routes())
         .merge(crate::metrics::routes())
+        .merge(crate::push_hooks::routes())
         .nest(
             "/api/v1",
             api::routes()
@@ -142,6 +147,7 @@ pub async fn serve(
     let mut sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
     if state.config.sync.workers > 0 {
         sync_workers.push(crate::scheduling::spawn_worker(state.clone()));
+        sync_workers.push(crate::push_hooks::spawn(state.clone()));
         sync_workers.push(crate::outbox::spawn_worker(state.clone()));
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

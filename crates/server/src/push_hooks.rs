@@ -117,3 +117,401 @@ impl PushStatus {
 
 /// The job kind that creates and renews one inbox's push subscription.
 pub const JOB_KIND: &str = "push.maintain";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Webhooks: no provider I/O, only store reads and an enqueue, so they answer well within Graph's 3 s.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hirewire_domain::ids::GrantId;
+use hirewire_providers::push::{
+    LifecycleEvent, NotificationKind, decode_pubsub_push, graph_validation_token,
+    parse_graph_notifications,
+};
+use hirewire_providers::{Provider, Secret};
+use hirewire_store::{CapabilityKind, GrantStatus, NewPushSubscription, StoreError};
+use jiff::SignedDuration;
+
+use crate::app::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/hooks/graph", post(graph_hook))
+        .route("/hooks/graph/lifecycle", post(graph_lifecycle_hook))
+        .route("/hooks/gmail", post(gmail_hook))
+}
+
+/// Makes `grant`'s next sync step due now (a queued step waiting for the
+/// polling interval is moved up; none queued: one is queued).
+pub async fn sync_now(state: &AppState, grant: GrantId) -> Result<(), StoreError> {
+    let key = format!("{}:{}", crate::sync::JOB_KIND, grant.get());
+    state.store.hasten_job(&key, state.now()).await?;
+    crate::sync::enqueue_sync_at(state, grant, state.now()).await
+}
+
+fn validation(query: Option<&str>) -> Option<Response> {
+    graph_validation_token(query?).map(|token| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            token,
+        )
+            .into_response()
+    })
+}
+
+/// The stored subscription of a notification, when its `clientState` matches (constant time).
+async fn verified(
+    state: &AppState,
+    n: &hirewire_providers::push::GraphNotification,
+) -> Option<hirewire_store::PushSubscription> {
+    let sub = state
+        .store
+        .push_subscription_by_id(&n.subscription_id)
+        .await
+        .ok()
+        .flatten()?;
+    let sealed = sub.client_state_sealed.as_deref()?;
+    let plain = state.keyring.open(sealed).ok()?;
+    let expected = Secret::new(String::from_utf8(plain).ok()?);
+    if n.client_state_matches(&expected) {
+        Some(sub)
+    } else {
+        tracing::warn!(
+            subscription = %n.subscription_id,
+            "a Graph notification with a wrong clientState was dropped"
+        );
+        None
+    }
+}
+
+async fn graph_hook(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let out = graph_notifications(&state, query.as_deref(), &body, false).await;
+    state.metrics.webhook("graph", started.elapsed());
+    out
+}
+
+async fn graph_lifecycle_hook(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let out = graph_notifications(&state, query.as_deref(), &body, true).await;
+    state.metrics.webhook("graph_lifecycle", started.elapsed());
+    out
+}
+
+async fn graph_notifications(
+    state: &AppState,
+    query: Option<&str>,
+    body: &[u8],
+    lifecycle: bool,
+) -> Response {
+    if let Some(r) = validation(query) {
+        return r;
+    }
+    let notes = match parse_graph_notifications(body) {
+        Ok(n) => n,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    for n in &notes {
+        let Some(sub) = verified(state, n).await else {
+            continue;
+        };
+        let now = state.now();
+        let result = match (&n.kind, lifecycle) {
+            (NotificationKind::Change { .. }, _) => sync_now(state, sub.grant_id).await,
+            // Renew (the maintenance pass refreshes the token first) at once.
+            (NotificationKind::Lifecycle(LifecycleEvent::ReauthorizationRequired), _) => {
+                state
+                    .store
+                    .expire_push_subscription(sub.grant_id, now)
+                    .await
+            }
+            // Gone: forget it so the maintenance pass creates a new one; catch up by polling now.
+            (NotificationKind::Lifecycle(LifecycleEvent::SubscriptionRemoved), _) => {
+                match state.store.delete_push_subscription(sub.grant_id).await {
+                    Ok(_) => sync_now(state, sub.grant_id).await,
+                    Err(e) => Err(e),
+                }
+            }
+            // Notifications were dropped: a full incremental round catches up.
+            (NotificationKind::Lifecycle(_), _) => sync_now(state, sub.grant_id).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(grant = sub.grant_id.get(), error = %e, "could not act on a Graph notification");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn gmail_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let out = gmail_push(&state, &headers, &body).await;
+    state.metrics.webhook("gmail", started.elapsed());
+    out
+}
+
+async fn gmail_push(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+    let Some(verifier) = state.pubsub.as_ref() else {
+        return (StatusCode::NOT_FOUND, "Gmail push is not configured").into_response();
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    // Normally from the key cache; a key never seen before is fetched once.
+    if let Err(e) = verifier.verify(auth).await {
+        tracing::warn!(error = %e, "a Pub/Sub push with a bad token was refused");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let push = match decode_pubsub_push(body) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let grants = match state.store.all_grants().await {
+        Ok(g) => g,
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let address = push.email_address.to_ascii_lowercase();
+    for g in grants.iter().filter(|g| {
+        g.capability == CapabilityKind::Inbox
+            && g.provider == hirewire_store::ProviderChoice::Google
+            && g.status == GrantStatus::Active
+            && g.account_address.as_deref().map(str::to_ascii_lowercase) == Some(address.clone())
+    }) {
+        if sync_now(state, g.id).await.is_err() {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    // Acknowledged (2xx) so Pub/Sub does not redeliver.
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The Pub/Sub JWT verifier, when Gmail push is configured (built once per app).
+pub fn pubsub_verifier(
+    config: &Config,
+    http: &hirewire_providers::HttpClient,
+) -> Option<hirewire_providers::push::PubSubVerifier> {
+    let status = PushStatus::of(config);
+    if !status.enabled {
+        return None;
+    }
+    config.push.gmail_topic.as_ref()?;
+    let audience = config
+        .push
+        .pubsub_audience
+        .clone()
+        .unwrap_or_else(|| status.url("/hooks/gmail"));
+    let mut auth = hirewire_providers::push::PubSubAuthConfig::google(audience);
+    if let Some(url) = &config.push.pubsub_certs_url {
+        auth.certs_url = url.clone();
+    }
+    Some(hirewire_providers::push::PubSubVerifier::new(
+        auth,
+        http.clone(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Subscription maintenance: create after authorization, renew before expiry (background, with provider I/O).
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Maintained {
+    pub created: usize,
+    pub renewed: usize,
+    pub failed: usize,
+}
+
+/// Creates the push subscription of every active inbox that has none, and
+/// renews those that expire within `renew_before` (Gmail: watched again every
+/// `gmail_renew_every`). Nothing when push is off.
+pub async fn maintain(state: &AppState) -> Result<Maintained, StoreError> {
+    let mut done = Maintained::default();
+    let status = PushStatus::of(&state.config);
+    if !status.enabled {
+        return Ok(done);
+    }
+    let now = state.now();
+    for g in state.store.all_grants().await? {
+        if g.capability != CapabilityKind::Inbox || g.status != GrantStatus::Active {
+            continue;
+        }
+        let Some(provider) = crate::integrations::provider_of(g.provider) else {
+            continue;
+        };
+        if provider == Provider::Google && state.config.push.gmail_topic.is_none() {
+            continue;
+        }
+        let existing = state.store.push_subscription(g.id).await?;
+        let renew_at = |s: &hirewire_store::PushSubscription| match provider {
+            Provider::Microsoft => s.expires_at - signed(state.config.push.renew_before),
+            Provider::Google => s.updated_at + signed(state.config.push.gmail_renew_every),
+        };
+        if existing.as_ref().is_some_and(|s| renew_at(s) > now) {
+            continue;
+        }
+        match subscribe(state, &g, provider, existing.as_ref(), &status).await {
+            Ok(true) => done.renewed += 1,
+            Ok(false) => done.created += 1,
+            Err(e) => {
+                done.failed += 1;
+                tracing::warn!(grant = g.id.get(), error = %e, "push subscription not created or renewed; polling continues");
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// Creates or renews one grant's subscription; `Ok(true)` when renewed.
+async fn subscribe(
+    state: &AppState,
+    grant: &hirewire_store::Grant,
+    provider: Provider,
+    existing: Option<&hirewire_store::PushSubscription>,
+    status: &PushStatus,
+) -> Result<bool, String> {
+    let token = crate::integrations::access_token(state, grant.user_id, CapabilityKind::Inbox)
+        .await
+        .map_err(|n| format!("no access token: {}", n.code()))?;
+    let client_id = state
+        .store
+        .provider_settings(grant.org_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|s| s.client_id)
+        .unwrap_or_default();
+    let client = hirewire_providers::PushClient::new(
+        provider,
+        state.config.provider_endpoints.clone(),
+        state.provider_http.clone(),
+        hirewire_providers::PushConfig {
+            graph_max_lifetime: state.config.push.graph_max_lifetime,
+        },
+    )
+    .with_pacer(
+        state.pacer.clone(),
+        crate::health::pace_key(&client_id, grant),
+    );
+    let now = state.now();
+    match provider {
+        Provider::Microsoft => {
+            if let Some(s) = existing {
+                match client
+                    .renew_subscription(
+                        &token,
+                        &s.subscription_id,
+                        state.config.push.graph_lifetime,
+                        now,
+                    )
+                    .await
+                {
+                    Ok(sub) => {
+                        state
+                            .store
+                            .put_push_subscription(
+                                &NewPushSubscription {
+                                    grant_id: grant.id,
+                                    provider: grant.provider,
+                                    subscription_id: &sub.id,
+                                    client_state_sealed: s.client_state_sealed.as_deref(),
+                                    expires_at: sub.expires_at,
+                                },
+                                now,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        return Ok(true);
+                    }
+                    // Gone at Graph: create a new one below.
+                    Err(hirewire_providers::ProviderError::SubscriptionGone { .. }) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let client_state = hirewire_providers::push::new_client_state();
+            let new = hirewire_providers::push::NewSubscription {
+                resource: "me/messages".into(),
+                change_types: vec![
+                    hirewire_providers::push::ChangeType::Created,
+                    hirewire_providers::push::ChangeType::Updated,
+                    hirewire_providers::push::ChangeType::Deleted,
+                ],
+                notification_url: status.url("/hooks/graph"),
+                lifecycle_notification_url: Some(status.url("/hooks/graph/lifecycle")),
+                client_state: client_state.clone(),
+                lifetime: state.config.push.graph_lifetime,
+            };
+            let sub = client
+                .create_subscription(&token, &new, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sealed = state.keyring.seal(client_state.expose().as_bytes());
+            state
+                .store
+                .put_push_subscription(
+                    &NewPushSubscription {
+                        grant_id: grant.id,
+                        provider: grant.provider,
+                        subscription_id: &sub.id,
+                        client_state_sealed: Some(&sealed),
+                        expires_at: sub.expires_at,
+                    },
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+        Provider::Google => {
+            let topic = state.config.push.gmail_topic.as_deref().unwrap_or_default();
+            let watch = client
+                .gmail_watch(&token, topic, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            state
+                .store
+                .put_push_subscription(
+                    &NewPushSubscription {
+                        grant_id: grant.id,
+                        provider: grant.provider,
+                        subscription_id: &watch.history_id,
+                        client_state_sealed: None,
+                        expires_at: watch.expires_at,
+                    },
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(existing.is_some())
+        }
+    }
+}
+
+/// Runs [`maintain`] every `maintain_every` (started by `serve` with the sync workers).
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = maintain(&state).await {
+                tracing::warn!(error = %e, "the push maintenance pass failed");
+            }
+            tokio::time::sleep(state.config.push.maintain_every).await;
+        }
+    })
+}

@@ -51,6 +51,20 @@ async fn team(db: &TestDb, n: u32) -> Team {
             .await
             .unwrap();
     }
+    // The provider's clock reads the app's time (subscription expiries are compared across the two).
+    let sandbox_now = world.control(Method::GET, "/_sandbox/clock", None).await["now"]
+        .as_i64()
+        .unwrap();
+    let ahead = world.app.now().as_second() - sandbox_now;
+    if ahead > 0 {
+        world
+            .control(
+                Method::POST,
+                "/_sandbox/clock/advance",
+                Some(json!({"seconds": ahead})),
+            )
+            .await;
+    }
     let mut recruiters = Vec::new();
     for (email, mailbox) in [
         ("riley@talent.example", "adele@acme.example"),
@@ -383,5 +397,87 @@ both_backends! {
             assert_eq!(u["quota_refusals"], 0, "never over the sandbox's quota or concurrency: {u}");
             assert!(u["peak_requests_per_sec"].as_u64().unwrap() <= 20, "{m}: {u}");
         }
+    }
+
+    async fn push_makes_a_new_message_sync_at_once_polling_catches_a_missed_one_and_subscriptions_are_renewed(db: TestDb) {
+        let t = team(&db, 12).await;
+        let app = &t.world.app;
+        let mut config = app.state.config.clone();
+        // The test app listens on plain http; production needs a public https URL.
+        config.push.allow_http = true;
+        let worker = AppState::new(config, app.store.clone(), app.state.keyring.clone(), Arc::new(app.clock.clone()));
+        sync::run_until_idle(&worker, "w1", 200).await;
+        assert_eq!(t.me(0).await["state"], "up_to_date");
+
+        // Push is off for an http public URL, and the admin page says why.
+        let admin = app.signed_in("ada@talent.example", "ada-password").await;
+        let html = admin.get(app.at("/admin/sync-health")).send().await.unwrap().text().await.unwrap();
+        assert!(html.contains("data-enabled=\"false\""), "{html}");
+        assert!(html.contains("Push is off"), "{html}");
+
+        // The handshake is echoed as text/plain.
+        let res = reqwest::Client::new().post(app.at("/hooks/graph?validationToken=a%20b%3Cc")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+        assert_eq!(res.text().await.unwrap(), "a b<c");
+
+        // Subscriptions are created after authorization (Graph validated our webhook), clientState sealed.
+        let done = hirewire_server::push_hooks::maintain(&worker).await.unwrap();
+        assert_eq!((done.created, done.failed), (2, 0), "{done:?}");
+        let grant = hirewire_domain::ids::GrantId(t.grant_id(0).await);
+        let sub = app.store.push_subscription(grant).await.unwrap().unwrap();
+        let sealed = sub.client_state_sealed.clone().unwrap();
+        assert!(app.state.keyring.open(&sealed).is_ok());
+
+        // A forged notification (wrong clientState) enqueues nothing.
+        let forged = json!({"value": [{"subscriptionId": sub.subscription_id, "clientState": "guess", "changeType": "created",
+            "resource": "Users/x/Messages/y", "subscriptionExpirationDateTime": "2027-01-06T00:00:00Z", "tenantId": "t"}]});
+        let res = reqwest::Client::new().post(app.at("/hooks/graph")).json(&forged).send().await.unwrap();
+        assert_eq!(res.status(), 202);
+        assert!(sync::run_one(&worker, "w1").await.is_none(), "nothing made due");
+
+        // A candidate writes: the sandbox notifies, the webhook only makes the step due, and it runs without waiting for polling.
+        let stored = |h: Value| h["messages_stored"].as_u64().unwrap();
+        let before = stored(t.me(0).await);
+        t.world
+            .control(Method::POST, &format!("/_sandbox/mailboxes/{}/messages", t.recruiters[0].1),
+                Some(json!({"from": CANDIDATES[0], "to": [t.recruiters[0].1], "subject": "Re: the role", "body": "Pushed.", "received_at": "2027-01-04T09:30:00Z"})))
+            .await;
+        let mut outcome = None;
+        for _ in 0..100 {
+            outcome = sync::run_one(&worker, "w1").await;
+            if outcome.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(matches!(outcome, Some(SyncOutcome::Incremental { .. })), "{outcome:?}");
+        assert_eq!(stored(t.me(0).await), before + 1, "the message appears");
+
+        // A dropped notification: nothing is due until the polling interval, which catches it up.
+        t.world.control(Method::POST, "/_sandbox/push/drop", Some(json!({"count": 1}))).await;
+        t.world
+            .control(Method::POST, &format!("/_sandbox/mailboxes/{}/messages", t.recruiters[0].1),
+                Some(json!({"from": CANDIDATES[1], "to": [t.recruiters[0].1], "subject": "Missed", "body": "Dropped push.", "received_at": "2027-01-04T09:31:00Z"})))
+            .await;
+        assert!(sync::run_one(&worker, "w1").await.is_none());
+        app.clock.advance(SignedDuration::try_from(worker.config.sync.incremental_interval).unwrap());
+        sync::run_until_idle(&worker, "w1", 20).await;
+        assert_eq!(stored(t.me(0).await), before + 2, "polling caught the missed one up");
+
+        // Near its expiry a subscription is renewed (same id, later expiry); a fresh one is left alone.
+        assert_eq!(hirewire_server::push_hooks::maintain(&worker).await.unwrap(), Default::default());
+        let lifetime = sub.expires_at.duration_since(app.now());
+        let by = lifetime - SignedDuration::from_hours(6);
+        app.clock.advance(by);
+        t.world.control(Method::POST, "/_sandbox/clock/advance", Some(json!({"seconds": by.as_secs()}))).await;
+        let done = hirewire_server::push_hooks::maintain(&worker).await.unwrap();
+        assert_eq!((done.renewed, done.failed), (2, 0), "{done:?}");
+        let renewed = app.store.push_subscription(grant).await.unwrap().unwrap();
+        assert_eq!(renewed.subscription_id, sub.subscription_id);
+        assert!(renewed.expires_at > sub.expires_at);
+
+        let text = hirewire_server::metrics::render(&app.state).await.unwrap();
+        assert!(text.contains("hirewire_webhook_latency_seconds_count{hook=\"graph\"}"), "{text}");
     }
 }

@@ -246,4 +246,37 @@ impl Store {
         });
         Ok(n > 0)
     }
+
+    /// Moves the queued job with `dedupe_key` up to `now` when it is due later (a push makes the next sync
+    /// step run now instead of at the polling interval). True when a job was moved.
+    pub async fn hasten_job(&self, dedupe_key: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let n = write_tx!(self, |tx| {
+            sqlx::query(
+                "UPDATE jobs SET run_at = $2 WHERE dedupe_key = $1 AND status = 'queued' AND run_at > $2",
+            )
+            .bind(dedupe_key)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Marks `grant`'s push subscription as expiring now, so the next maintenance pass renews it.
+    pub async fn expire_push_subscription(
+        &self,
+        grant: GrantId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            sqlx::query("UPDATE push_subscriptions SET expires_at = $2 WHERE grant_id = $1")
+                .bind(grant.get())
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
+    }
 }
