@@ -164,7 +164,7 @@ async fn load_page(
                     .await?;
                 Loaded::InMail { conv, messages }
             }
-            TimelineItem::Booking(b) => Loaded::Booking(b),
+            TimelineItem::Booking(b) => Loaded::Booking(*b),
         });
     }
     Ok(LoadedPage {

@@ -239,7 +239,7 @@ pub enum TimelineItem {
     Email(EmailConversation),
     InMail(InMailConversation),
     /// A Scheduler booking, placed by its last change (booked, moved, cancelled).
-    Booking(crate::Booking),
+    Booking(Box<crate::Booking>),
 }
 
 impl TimelineItem {
@@ -954,7 +954,11 @@ impl Store {
             .candidate_bookings_before(org, candidate, booking_at, booking_id, fetch)
             .await?;
         let mut items = Vec::with_capacity(groups.len() + inmail.len() + bookings.len());
-        items.extend(bookings.into_iter().map(TimelineItem::Booking));
+        items.extend(
+            bookings
+                .into_iter()
+                .map(|b| TimelineItem::Booking(Box::new(b))),
+        );
         for r in inmail {
             items.push(TimelineItem::InMail(InMailConversation {
                 recruiter: (r.conv != 0).then_some(UserId(r.conv)),

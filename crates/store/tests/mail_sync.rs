@@ -195,7 +195,7 @@ fn email_keys(items: &[TimelineItem]) -> Vec<String> {
         .iter()
         .filter_map(|i| match i {
             TimelineItem::Email(e) => Some(e.thread_key.clone()),
-            TimelineItem::InMail(_) => None,
+            TimelineItem::InMail(_) | TimelineItem::Booking(_) => None,
         })
         .collect()
 }
@@ -461,7 +461,7 @@ both_backends! {
             .iter()
             .map(|i| match i {
                 TimelineItem::InMail(c) => (c.recruiter, c.messages, c.latest_at),
-                TimelineItem::Email(_) => panic!("no email"),
+                TimelineItem::Email(_) | TimelineItem::Booking(_) => panic!("only InMail"),
             })
             .collect();
         assert_eq!(convs, [(Some(w.a.id), 2, t(30)), (None, 1, t(25)), (Some(w.b.id), 1, t(20))]);
