@@ -172,6 +172,26 @@ struct ServeArgs {
     /// instance's mailboxes resume after this).
     #[arg(long, env = "HIREWIRE_SYNC_LEASE_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     sync_lease_secs: u64,
+    /// Gmail quota-unit prices: `legacy` (projects created before 2026-05-01: 15,000 units/min per user) or
+    /// `2026` (6,000 units/min per user, dearer gets). The pacer keeps every mailbox under its quota.
+    #[arg(long, env = "HIREWIRE_GMAIL_COST_MODEL", default_value = "legacy", value_parser = ["legacy", "2026"])]
+    gmail_cost_model: String,
+    /// Graph requests in flight at once per mailbox (Outlook allows 4).
+    #[arg(long, env = "HIREWIRE_GRAPH_MAX_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=4))]
+    graph_max_concurrency: u64,
+    /// Longest lifetime asked of Graph for a push subscription, in minutes (4,230 in the older docs, 10,080 in
+    /// newer ones).
+    #[arg(long, env = "HIREWIRE_PUSH_GRAPH_MAX_LIFETIME_MINS", default_value_t = 4230, value_parser = clap::value_parser!(u64).range(60..=10080))]
+    push_graph_max_lifetime_mins: u64,
+    /// A push subscription is renewed when it expires within this many hours.
+    #[arg(long, env = "HIREWIRE_PUSH_RENEW_BEFORE_HOURS", default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    push_renew_before_hours: u64,
+    /// The Pub/Sub topic Gmail publishes mailbox changes to (`projects/…/topics/…`); Gmail push is off without it.
+    #[arg(long, env = "HIREWIRE_PUSH_GMAIL_TOPIC")]
+    push_gmail_topic: Option<String>,
+    /// The audience Pub/Sub push tokens must carry (default: `<public URL>/hooks/gmail`).
+    #[arg(long, env = "HIREWIRE_PUSH_PUBSUB_AUDIENCE")]
+    push_pubsub_audience: Option<String>,
     /// Database connections in the pool.
     #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
@@ -434,6 +454,20 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.sync.window_days = args.sync_window_days.max(1);
     config.sync.page_size = args.sync_page_size;
     config.sync.lease = Duration::from_secs(args.sync_lease_secs);
+    config.pacing = hirewire_providers::PacingConfig::documented(match args.gmail_cost_model.as_str() {
+        "2026" => hirewire_providers::GmailCostModel::Y2026,
+        _ => hirewire_providers::GmailCostModel::Legacy,
+    });
+    config.pacing.graph.max_concurrent_per_mailbox = usize::try_from(args.graph_max_concurrency).ok();
+    config.pacing.validate().map_err(anyhow::Error::msg).context("pacing settings")?;
+    let lifetime = Duration::from_secs(args.push_graph_max_lifetime_mins * 60);
+    config.push.graph_lifetime = lifetime;
+    config.push.graph_max_lifetime = lifetime;
+    config.push.renew_before = Duration::from_secs(args.push_renew_before_hours * 3600);
+    config.push.gmail_topic = args.push_gmail_topic.clone();
+    config.push.pubsub_audience = args.push_pubsub_audience.clone();
+    let push = hirewire_server::push_hooks::PushStatus::of(&config);
+    tracing::info!(enabled = push.enabled, "{}", push.detail);
     if let Some(base) = &args.provider_base_url {
         config.provider_endpoints = hirewire_providers::Endpoints::all_at(base.as_str());
         tracing::warn!(%base, "provider endpoints point at a sandbox, not Microsoft or Google");
