@@ -215,6 +215,24 @@ async fn send_now_lands_with_the_candidate_and_syncs_once(db: TestDb, provider: 
         0,
         "nothing is sent before the worker runs"
     );
+    let client = s
+        .world
+        .app
+        .signed_in("riley@talent.example", "riley-password")
+        .await;
+    let url = s.world.app.at(&format!("/candidates/{}", s.candidate));
+    let row = |page: &str| {
+        let start = page
+            .find(&format!("id=\"outbox-{}\"", item.id))
+            .expect("the message is listed");
+        page[start..].split("</li>").next().unwrap().to_owned()
+    };
+    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        row(&page).contains("<strong class=\"status\">Sending</strong>"),
+        "shown at once as sending: {}",
+        row(&page)
+    );
     assert_eq!(
         outbox::run_one(&w, "w1").await.unwrap(),
         Some(Turn::Sent(item.id))
@@ -229,6 +247,12 @@ async fn send_now_lands_with_the_candidate_and_syncs_once(db: TestDb, provider: 
         .unwrap();
     assert_eq!(sent.status, OutboxStatus::Sent);
     assert!(sent.provider_message_id.is_some(), "{sent:?}");
+    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        row(&page).contains("<strong class=\"status\">Sent</strong>"),
+        "then as sent: {}",
+        row(&page)
+    );
     assert_eq!(s.sends_of(&item.message_id).await, 1);
     assert!(
         s.mailbox_ids(s.candidate_mailbox)
