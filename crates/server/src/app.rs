@@ -63,7 +63,7 @@ impl AppState {
             Arc::new(hirewire_providers::pacing::RandomJitter),
         )
         .expect("the pacing settings are valid (checked when the configuration is read)");
-        let pubsub = crate::push_hooks::pubsub_verifier(&config, &provider_http);
+        let pubsub = crate::push_hooks::pubsub_verifier(&config, &provider_http, clock.clone());
         Self(Arc::new(Inner {
             pubsub,
             pacer,

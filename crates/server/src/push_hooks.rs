@@ -304,6 +304,7 @@ async fn gmail_push(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Respo
 pub fn pubsub_verifier(
     config: &Config,
     http: &hirewire_providers::HttpClient,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
 ) -> Option<hirewire_providers::push::PubSubVerifier> {
     let status = PushStatus::of(config);
     if !status.enabled {
@@ -319,10 +320,13 @@ pub fn pubsub_verifier(
     if let Some(url) = &config.push.pubsub_certs_url {
         auth.certs_url = url.clone();
     }
-    Some(hirewire_providers::push::PubSubVerifier::new(
-        auth,
-        http.clone(),
-    ))
+    // Token expiry is checked on the app's clock (the key cache's age stays on the monotonic clock).
+    Some(
+        hirewire_providers::push::PubSubVerifier::new(auth, http.clone()).with_clock(
+            std::sync::Arc::new(move || clock.now()),
+            std::sync::Arc::new(Instant::now),
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------------

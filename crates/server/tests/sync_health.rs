@@ -28,10 +28,22 @@ struct Team {
 }
 
 async fn team(db: &TestDb, n: u32) -> Team {
+    team_on(db, "microsoft", n).await
+}
+
+async fn team_on(db: &TestDb, provider: &str, n: u32) -> Team {
     let world = World::start(db).await;
-    let org = world.app.org("Talent Co", &["acme.example"]).await;
+    let (domain, mailboxes) = if provider == "microsoft" {
+        ("acme.example", ["adele@acme.example", "ben@acme.example"])
+    } else {
+        (
+            "globex.example",
+            ["hank@globex.example", "mindy@globex.example"],
+        )
+    };
+    let org = world.app.org("Talent Co", &[domain]).await;
     world
-        .use_provider(org, "microsoft", None, AccessLevelSetting::SendAndView)
+        .use_provider(org, provider, None, AccessLevelSetting::SendAndView)
         .await;
     let admin = world
         .app
@@ -67,8 +79,8 @@ async fn team(db: &TestDb, n: u32) -> Team {
     }
     let mut recruiters = Vec::new();
     for (email, mailbox) in [
-        ("riley@talent.example", "adele@acme.example"),
-        ("sky@talent.example", "ben@acme.example"),
+        ("riley@talent.example", mailboxes[0]),
+        ("sky@talent.example", mailboxes[1]),
     ] {
         world
             .control(
@@ -479,5 +491,52 @@ both_backends! {
 
         let text = hirewire_server::metrics::render(&app.state).await.unwrap();
         assert!(text.contains("hirewire_webhook_latency_seconds_count{hook=\"graph\"}"), "{text}");
+    }
+
+    async fn a_verified_gmail_push_makes_the_mailbox_sync_at_once_and_an_unsigned_one_is_refused(db: TestDb) {
+        let t = team_on(&db, "google", 10).await;
+        let app = &t.world.app;
+        let base = t.world.sandbox.base_url();
+        // This instance serves its own webhooks (the test app's configuration has no Gmail topic).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hooks = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = app.state.config.clone();
+        config.push.allow_http = true;
+        config.push.webhook_base = Some(hooks.parse().unwrap());
+        config.push.gmail_topic = Some("projects/p/topics/gmail".into());
+        config.push.pubsub_certs_url = Some(format!("{}/oauth2/v3/certs", base.trim_end_matches('/')));
+        let worker = AppState::new(config, app.store.clone(), app.state.keyring.clone(), Arc::new(app.clock.clone()));
+        let served = hirewire_server::router(worker.clone());
+        tokio::spawn(async move { axum::serve(listener, served).await });
+        t.world
+            .control(Method::POST, "/_sandbox/push/topics", Some(json!({"name": "projects/p/topics/gmail", "push_endpoint": format!("{hooks}/hooks/gmail")})))
+            .await;
+        sync::run_until_idle(&worker, "w1", 200).await;
+        assert_eq!(t.me(0).await["state"], "up_to_date");
+        let done = hirewire_server::push_hooks::maintain(&worker).await.unwrap();
+        assert_eq!((done.created, done.failed), (2, 0), "{done:?}");
+
+        let res = reqwest::Client::new().post(format!("{hooks}/hooks/gmail"))
+            .json(&json!({"message": {"data": "e30=", "messageId": "1"}, "subscription": "projects/p/subscriptions/s"}))
+            .send().await.unwrap();
+        assert_eq!(res.status(), 401, "no token, no enqueue");
+        assert!(sync::run_one(&worker, "w1").await.is_none());
+
+        let before = t.me(0).await["messages_stored"].as_u64().unwrap();
+        t.world
+            .control(Method::POST, &format!("/_sandbox/mailboxes/{}/messages", t.recruiters[0].1),
+                Some(json!({"from": CANDIDATES[0], "to": [t.recruiters[0].1], "subject": "Re: the role", "body": "Pushed.", "received_at": "2027-01-04T09:30:00Z"})))
+            .await;
+        let mut outcome = None;
+        for _ in 0..100 {
+            outcome = sync::run_one(&worker, "w1").await;
+            if outcome.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let deliveries = t.world.control(Method::GET, "/_sandbox/push/deliveries", None).await;
+        assert!(matches!(outcome, Some(SyncOutcome::Incremental { .. })), "{outcome:?} {deliveries}");
+        assert_eq!(t.me(0).await["messages_stored"].as_u64().unwrap(), before + 1);
     }
 }
