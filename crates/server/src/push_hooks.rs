@@ -345,39 +345,71 @@ pub struct Maintained {
 /// `gmail_renew_every`). Nothing when push is off.
 pub async fn maintain(state: &AppState) -> Result<Maintained, StoreError> {
     let mut done = Maintained::default();
-    let status = PushStatus::of(&state.config);
-    if !status.enabled {
+    if !PushStatus::of(&state.config).enabled {
         return Ok(done);
     }
-    let now = state.now();
     for g in state.store.all_grants().await? {
-        if g.capability != CapabilityKind::Inbox || g.status != GrantStatus::Active {
-            continue;
-        }
-        let Some(provider) = crate::integrations::provider_of(g.provider) else {
-            continue;
-        };
-        if provider == Provider::Google && state.config.push.gmail_topic.is_none() {
-            continue;
-        }
-        let existing = state.store.push_subscription(g.id).await?;
-        let renew_at = |s: &hirewire_store::PushSubscription| match provider {
-            Provider::Microsoft => s.expires_at - signed(state.config.push.renew_before),
-            Provider::Google => s.updated_at + signed(state.config.push.gmail_renew_every),
-        };
-        if existing.as_ref().is_some_and(|s| renew_at(s) > now) {
-            continue;
-        }
-        match subscribe(state, &g, provider, existing.as_ref(), &status).await {
-            Ok(true) => done.renewed += 1,
-            Ok(false) => done.created += 1,
-            Err(e) => {
-                done.failed += 1;
-                tracing::warn!(grant = g.id.get(), error = %e, "push subscription not created or renewed; polling continues");
-            }
-        }
+        maintain_grant(state, &g, &mut done).await?;
     }
     Ok(done)
+}
+
+/// Subscribes a newly authorized inbox at once (in the background: the
+/// provider calls our webhook to validate it), instead of at the next pass.
+pub fn inbox_authorized(state: &AppState, grant: GrantId) {
+    if !PushStatus::of(&state.config).enabled {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut done = Maintained::default();
+        match state.store.grant_by_id(grant).await {
+            Ok(Some(g)) => {
+                if let Err(e) = maintain_grant(&state, &g, &mut done).await {
+                    tracing::warn!(grant = grant.get(), error = %e, "could not subscribe a new inbox to push");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(grant = grant.get(), error = %e, "could not subscribe a new inbox to push")
+            }
+        }
+    });
+}
+
+async fn maintain_grant(
+    state: &AppState,
+    g: &hirewire_store::Grant,
+    done: &mut Maintained,
+) -> Result<(), StoreError> {
+    let status = PushStatus::of(&state.config);
+    let now = state.now();
+    if g.capability != CapabilityKind::Inbox || g.status != GrantStatus::Active {
+        return Ok(());
+    }
+    let Some(provider) = crate::integrations::provider_of(g.provider) else {
+        return Ok(());
+    };
+    if provider == Provider::Google && state.config.push.gmail_topic.is_none() {
+        return Ok(());
+    }
+    let existing = state.store.push_subscription(g.id).await?;
+    let renew_at = |s: &hirewire_store::PushSubscription| match provider {
+        Provider::Microsoft => s.expires_at - signed(state.config.push.renew_before),
+        Provider::Google => s.updated_at + signed(state.config.push.gmail_renew_every),
+    };
+    if existing.as_ref().is_some_and(|s| renew_at(s) > now) {
+        return Ok(());
+    }
+    match subscribe(state, g, provider, existing.as_ref(), &status).await {
+        Ok(true) => done.renewed += 1,
+        Ok(false) => done.created += 1,
+        Err(e) => {
+            done.failed += 1;
+            tracing::warn!(grant = g.id.get(), error = %e, "push subscription not created or renewed; polling continues");
+        }
+    }
+    Ok(())
 }
 
 fn signed(d: Duration) -> SignedDuration {

@@ -289,6 +289,7 @@ pub async fn inbox_stored(state: &AppState, grant: &Grant, previous: Option<&Gra
         }
     }
     enqueue_sync(state, grant.id).await;
+    crate::push_hooks::inbox_authorized(state, grant.id);
 }
 
 /// Queues a sync step of `grant` now.
