@@ -454,12 +454,18 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.sync.window_days = args.sync_window_days.max(1);
     config.sync.page_size = args.sync_page_size;
     config.sync.lease = Duration::from_secs(args.sync_lease_secs);
-    config.pacing = hirewire_providers::PacingConfig::documented(match args.gmail_cost_model.as_str() {
-        "2026" => hirewire_providers::GmailCostModel::Y2026,
-        _ => hirewire_providers::GmailCostModel::Legacy,
-    });
-    config.pacing.graph.max_concurrent_per_mailbox = usize::try_from(args.graph_max_concurrency).ok();
-    config.pacing.validate().map_err(anyhow::Error::msg).context("pacing settings")?;
+    config.pacing =
+        hirewire_providers::PacingConfig::documented(match args.gmail_cost_model.as_str() {
+            "2026" => hirewire_providers::GmailCostModel::Y2026,
+            _ => hirewire_providers::GmailCostModel::Legacy,
+        });
+    config.pacing.graph.max_concurrent_per_mailbox =
+        usize::try_from(args.graph_max_concurrency).ok();
+    config
+        .pacing
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("pacing settings")?;
     let lifetime = Duration::from_secs(args.push_graph_max_lifetime_mins * 60);
     config.push.graph_lifetime = lifetime;
     config.push.graph_max_lifetime = lifetime;

@@ -231,7 +231,9 @@ impl MailReader {
                 let url = match cursor {
                     Some(c) => self.checked_graph_link(c.as_str())?,
                     // The first page also asks for the total, for the backfill's progress.
-                    None => self.graph_list_url(since, page_size.clamp(1, 1000), &[])? + "&$count=true",
+                    None => {
+                        self.graph_list_url(since, page_size.clamp(1, 1000), &[])? + "&$count=true"
+                    }
                 };
                 let list: GraphList = self.graph_get(token, &url).await?;
                 Ok(Page {
