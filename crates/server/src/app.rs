@@ -174,6 +174,16 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../assets/app.css"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::loggable_path;
@@ -191,14 +201,4 @@ mod tests {
         );
         assert_eq!(loggable_path("/candidates/7"), "/candidates/7");
     }
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        include_str!("../assets/app.css"),
-    )
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/candidates/{id}/scheduling-links", post(create_link))
         .route("/scheduling-links/{id}/revoke", post(revoke_link))
         .route("/scheduling-links/{id}/inmail", post(share_by_inmail))
+        .route("/scheduling-links/{id}/email", post(share_by_email))
         .route(
             "/settings/scheduling",
             get(settings_page).post(save_settings),
@@ -55,6 +56,8 @@ pub struct SchedulerCard {
     pub calendar_problem: Option<String>,
     pub kinds: Vec<(String, String, u32)>,
     pub links: Vec<LinkRow>,
+    /// Email Connect can send from the recruiter's mailbox: links can go by email.
+    pub can_email: bool,
     /// One-off message after an action (`?scheduling=`).
     pub flash: Option<(bool, String)>,
 }
@@ -142,6 +145,14 @@ pub async fn card(
             false,
             "The link is in an InMail to the candidate.".to_owned(),
         ),
+        "emailed" => (
+            false,
+            "The link is on its way by email from your mailbox (see Outgoing).".to_owned(),
+        ),
+        "email_failed" => (
+            true,
+            "The email could not be queued: the compose box below says what is missing.".to_owned(),
+        ),
         "revoked" => (
             false,
             "Link revoked: it no longer books anything.".to_owned(),
@@ -160,10 +171,15 @@ pub async fn card(
         ),
         _ => (true, "That did not work; try again.".to_owned()),
     });
+    let can_email = matches!(
+        crate::outbox::readiness(state, user).await?,
+        crate::outbox::Readiness::Ready { .. }
+    );
     Ok(SchedulerCard {
         calendar_problem,
         kinds,
         links,
+        can_email,
         flash,
     })
 }
@@ -253,11 +269,7 @@ async fn share_by_inmail(
     let Some(url) = sched::link_url(&state, &link).filter(|_| link.is_bookable()) else {
         return Ok(back(link.candidate_id, "link_used"));
     };
-    let what = sched::kind_label(link.meeting_kind).to_lowercase();
-    let body = format!(
-        "Hi, please pick a time for our {what} that suits you: {url}\n\nThe link shows my current availability in your time zone.\n\n{}",
-        viewer.user.display_name
-    );
+    let body = invitation_text(&viewer, &link, &url);
     let now = state.now();
     state
         .store
@@ -274,6 +286,56 @@ async fn share_by_inmail(
         )
         .await?;
     Ok(back(link.candidate_id, "shared"))
+}
+
+/// The words that carry a link to the candidate (InMail and email alike).
+fn invitation_text(viewer: &Viewer, link: &hirewire_store::SchedulingLink, url: &str) -> String {
+    let what = sched::kind_label(link.meeting_kind).to_lowercase();
+    format!(
+        "Hi, please pick a time for our {what} that suits you: {url}\n\nThe link shows my current availability in your time zone.\n\n{}",
+        viewer.user.display_name
+    )
+}
+
+/// Sends the link to the candidate's first address through Email Connect
+/// (the recruiter's own mailbox), now.
+async fn share_by_email(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(viewer, _): CsrfForm<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let link = own_link(&state, &viewer.user, &id).await?;
+    if link.user_id != viewer.user.id {
+        return Err(PageError::forbidden());
+    }
+    let Some(url) = sched::link_url(&state, &link).filter(|_| link.is_bookable()) else {
+        return Ok(back(link.candidate_id, "link_used"));
+    };
+    let candidate = state
+        .store
+        .candidate(viewer.user.org_id, link.candidate_id)
+        .await?
+        .ok_or_else(PageError::not_found)?;
+    let Some(to) = candidate.emails.first().map(|e| e.address.to_string()) else {
+        return Ok(back(link.candidate_id, "email_failed"));
+    };
+    let input = crate::outbox::ComposeInput {
+        to: vec![to],
+        subject: format!(
+            "Pick a time for our {}",
+            sched::kind_label(link.meeting_kind).to_lowercase()
+        ),
+        body_markdown: invitation_text(&viewer, &link, &url),
+        ..Default::default()
+    };
+    match crate::outbox::submit(&state, &viewer.user, link.candidate_id, input).await {
+        Ok(_) => Ok(back(link.candidate_id, "emailed")),
+        Err(crate::outbox::SubmitError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::info!(code = e.code(), "a scheduling link could not be emailed");
+            Ok(back(link.candidate_id, "email_failed"))
+        }
+    }
 }
 
 // ---- Settings › Scheduling -------------------------------------------------------------

@@ -120,7 +120,7 @@ enum Loaded {
         conv: InMailConversation,
         messages: Vec<hirewire_store::InMail>,
     },
-    Booking(hirewire_store::Booking),
+    Booking(Box<hirewire_store::Booking>),
 }
 
 struct LoadedPage {
@@ -164,7 +164,7 @@ async fn load_page(
                     .await?;
                 Loaded::InMail { conv, messages }
             }
-            TimelineItem::Booking(b) => Loaded::Booking(*b),
+            TimelineItem::Booking(b) => Loaded::Booking(b),
         });
     }
     Ok(LoadedPage {
@@ -868,7 +868,7 @@ async fn api_timeline(
                 subject: None,
                 recruiter_user_id: Some(b.user_id.get()),
                 messages: Vec::new(),
-                booking: Some((&b).into()),
+                booking: Some(b.as_ref().into()),
             },
         })
         .collect();

@@ -2,56 +2,10 @@
 //! One browser serves every test in this binary (see hirewire-testkit).
 
 use fantoccini::Locator;
+use hirewire_testkit::page::{click, fill, follow, text};
 use hirewire_server::testing::{ADMIN, RECRUITER, TestApp};
 use hirewire_store::Backend;
 use hirewire_store::testing::TestDb;
-
-async fn fill(b: &fantoccini::Client, css: &str, text: &str) {
-    let field = b
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-/// Waits (up to 10 s) for an element: a click that submits a form returns
-/// before the next page has loaded.
-async fn element(b: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-    b.wait()
-        .at_most(std::time::Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-}
-
-async fn click(b: &fantoccini::Client, css: &str) {
-    element(b, css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
-}
-
-/// Clicks something that loads a new page, and waits until it has: the old
-/// page's root element goes stale.
-async fn follow(b: &fantoccini::Client, css: &str) {
-    let old = b.find(Locator::Css("html")).await.unwrap();
-    click(b, css).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while old.tag_name().await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "clicking {css} loaded no new page"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    element(b, "body").await;
-}
-
-async fn text(b: &fantoccini::Client, css: &str) -> String {
-    element(b, css).await.text().await.unwrap()
-}
 
 async fn sign_in(b: &fantoccini::Client, app: &TestApp, email: &str, password: &str) {
     b.goto(&app.at("/")).await.unwrap();

@@ -562,45 +562,8 @@ async fn futures_join<T: Send + 'static>(
 
 mod browser {
     use super::*;
-    use fantoccini::Locator;
     use hirewire_store::Backend;
-
-    async fn element(b: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-        b.wait()
-            .at_most(std::time::Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-    }
-
-    /// Clicks something that loads a new page, and waits until it has.
-    async fn follow(b: &fantoccini::Client, css: &str) {
-        let old = b.find(Locator::Css("html")).await.unwrap();
-        element(b, css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while old.tag_name().await.is_ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "clicking {css} loaded no new page"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        element(b, "body").await;
-    }
-
-    async fn fill(b: &fantoccini::Client, css: &str, text: &str) {
-        let field = element(b, css).await;
-        field.clear().await.unwrap();
-        field.send_keys(text).await.unwrap();
-    }
-
-    async fn text(b: &fantoccini::Client, css: &str) -> String {
-        element(b, css).await.text().await.unwrap()
-    }
+    use hirewire_testkit::page::{element, fill, follow, text};
 
     #[tokio::test]
     async fn a_candidate_in_kolkata_books_from_the_recruiters_link_reschedules_and_cancels_in_the_browser()
@@ -784,5 +747,37 @@ both_backends! {
         assert!(page.contains("Nothing was saved") && page.contains("value=\"9-5\""), "the typed value is kept");
         let unchanged: Value = s.api().get("/me/scheduling-settings").send().await.unwrap().json().await.unwrap();
         assert_eq!(unchanged, saved);
+    }
+}
+
+both_backends! {
+    async fn a_link_goes_to_the_candidate_by_email_from_the_recruiters_own_mailbox(db: TestDb) {
+        let s = setup(&db, "microsoft").await;
+        // The candidate's address is another sandbox mailbox, so the mail can be seen arriving.
+        let jo = s.candidate("Jo Candidate", "hank@globex.example").await;
+        let (link, token) = s.link(jo, json!({"meeting_kind": "interview"})).await;
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let card = client.get(s.world.app.at(&format!("/candidates/{jo}"))).send().await.unwrap().text().await.unwrap();
+        assert!(!card.contains("Send by email"), "no inbox authorized yet: no email button");
+
+        let landing = s.world.authorize(&client, "/settings/email-calendar/inbox/authorize", &[], s.calendar, hirewire_server::testing::Answer::AcceptAll).await;
+        let hirewire_server::testing::Landing::Redirect(back) = landing else { panic!("stuck at the sandbox") };
+        client.get(back).send().await.unwrap();
+        let card = client.get(s.world.app.at(&format!("/candidates/{jo}"))).send().await.unwrap().text().await.unwrap();
+        assert!(card.contains("Send by email"), "{card}");
+        let csrf = hirewire_server::testing::hidden_csrf(&card).unwrap();
+        let res = client.post(s.world.app.at(&format!("/scheduling-links/{}/email", link["id"]))).form(&[("_csrf", csrf.as_str())]).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        assert!(res.headers()["location"].to_str().unwrap().contains("scheduling=emailed"));
+        while hirewire_server::outbox::run_one(&s.world.app.state, "test").await.unwrap().is_some() {}
+
+        let inbox = s.world.control(Method::GET, "/_sandbox/mailboxes/hank@globex.example/messages", None).await;
+        let mut found = false;
+        for m in inbox["messages"].as_array().unwrap() {
+            let one = s.world.control(Method::GET, &format!("/_sandbox/mailboxes/hank@globex.example/messages/{}", m["id"].as_str().unwrap()), None).await;
+            let raw = one["raw"].as_str().unwrap().replace("=\r\n", "");
+            found |= raw.contains(&token) && raw.contains("Pick a time for our interview");
+        }
+        assert!(found, "the candidate's mailbox received the link");
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use fantoccini::Locator;
+use hirewire_testkit::page::{element, follow};
 use hirewire_server::sync;
 use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
 use hirewire_store::testing::TestDb;
@@ -69,29 +70,6 @@ fn corpus(port: u16) -> String {
 <img srcset="{b}/srcset 2x">
 "#
     )
-}
-
-async fn element(b: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-    b.wait()
-        .at_most(std::time::Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-}
-
-/// Clicks something that loads a new page, and waits until it has.
-async fn follow(b: &fantoccini::Client, css: &str) {
-    let old = b.find(Locator::Css("html")).await.unwrap();
-    element(b, css).await.click().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while old.tag_name().await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "clicking {css} loaded no new page"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    element(b, "body").await;
 }
 
 async fn top_sentinel(b: &fantoccini::Client) -> serde_json::Value {

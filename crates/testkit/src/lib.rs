@@ -17,6 +17,7 @@
 //!   browser) as soon as the test process is gone.
 //! - Only loopback pages are visited; the flags keep Chromium off the network.
 
+pub mod page;
 pub mod sandbox_pages;
 
 use std::net::TcpListener;
