@@ -544,6 +544,12 @@ async fn subscribe(
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            // Google's signing keys are fetched here, so the webhook normally finds them cached.
+            if let Some(verifier) = &state.pubsub
+                && let Err(e) = verifier.refresh_keys().await
+            {
+                tracing::warn!(error = %e, "could not refresh the Pub/Sub signing keys");
+            }
             if let Err(e) = maintain(&state).await {
                 tracing::warn!(error = %e, "the push maintenance pass failed");
             }
