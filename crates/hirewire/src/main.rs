@@ -45,7 +45,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a self-contained demo: SQLite and a generated key in ./demo-data, seeded with sample data.
     Demo(DemoArgs),
     /// Apply database migrations and exit (serve also applies them at start).
@@ -292,7 +292,7 @@ async fn open_store(
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now();
     match cli.command {
-        Command::Serve(args) => serve(&cli.data_dir, cli.database_url.as_deref(), args).await,
+        Command::Serve(args) => serve(&cli.data_dir, cli.database_url.as_deref(), *args).await,
         Command::Demo(args) => demo_cmd(args).await,
         Command::Migrate => {
             let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;

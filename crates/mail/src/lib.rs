@@ -21,8 +21,8 @@ pub mod thread;
 
 pub use address::{AddressNormalizer, AddressOptions};
 pub use compose::{
-    ComposeError, ComposeLimits, Composed, Draft, Field, FileAttachment, Recipient, ReplyTo, compose,
-    render_markdown,
+    ComposeError, ComposeLimits, Composed, Draft, Field, FileAttachment, Recipient, ReplyTo,
+    compose, render_markdown,
 };
 pub use hirewire_domain::email::AddressKey;
 pub use html::{

@@ -1562,6 +1562,19 @@ fn percent_encode_2231(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_golden_graph_batch_answer_decodes_into_the_batch_wire_shape() {
+        let raw = include_str!("../../../fixtures/golden/microsoft/batch-response.json");
+        let a: GraphBatchAnswer =
+            serde_json::from_str(raw).expect("the golden $batch answer decodes");
+        assert_eq!(a.responses.len(), 1);
+        assert_eq!(
+            (a.responses[0].id.as_str(), a.responses[0].status),
+            ("1", 200)
+        );
+        assert!(a.responses[0].headers.contains_key("Content-Type"));
+    }
+
     use super::*;
 
     fn recipient(name: &str, address: &str) -> GraphRecipient {

@@ -38,6 +38,8 @@ const COVERED: &[&str] = &[
     "google/gmail-draft.json",
     "google/gmail-send.json",
     "google/gmail-send-error-no-recipient.json",
+    // Decoded by the Graph batch unit test in src/mail.rs.
+    "microsoft/batch-response.json",
     "microsoft/send-error-invalid-mime.json",
     "microsoft/upload-session.json",
     "google/refresh-success.json",

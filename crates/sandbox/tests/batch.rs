@@ -83,7 +83,10 @@ async fn inner_requests_answer_as_they_would_alone() {
     let (_, _, alone) = t.api(&token, "/v1.0/me").await;
     assert_eq!(by_id(&body, "3")["body"]["id"], alone["id"]);
     assert_eq!(by_id(&body, "4")["status"], 404, "{}", by_id(&body, "4"));
-    assert_eq!(by_id(&body, "4")["body"]["error"]["code"], "ErrorItemNotFound");
+    assert_eq!(
+        by_id(&body, "4")["body"]["error"]["code"],
+        "ErrorItemNotFound"
+    );
 
     let (_, c) = t.control(Method::GET, "/_sandbox/counters", None).await;
     assert_eq!(c["endpoints"]["graph.batch"]["requests"], 1);

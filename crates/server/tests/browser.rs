@@ -2,10 +2,10 @@
 //! One browser serves every test in this binary (see hirewire-testkit).
 
 use fantoccini::Locator;
-use hirewire_testkit::page::{click, fill, follow, text};
 use hirewire_server::testing::{ADMIN, RECRUITER, TestApp};
 use hirewire_store::Backend;
 use hirewire_store::testing::TestDb;
+use hirewire_testkit::page::{click, fill, follow, text};
 
 async fn sign_in(b: &fantoccini::Client, app: &TestApp, email: &str, password: &str) {
     b.goto(&app.at("/")).await.unwrap();

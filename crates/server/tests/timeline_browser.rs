@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 
 use fantoccini::Locator;
-use hirewire_testkit::page::{element, follow};
 use hirewire_server::sync;
 use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
 use hirewire_store::testing::TestDb;
 use hirewire_store::{AccessLevelSetting, Backend, CapabilityKind};
+use hirewire_testkit::page::{element, follow};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

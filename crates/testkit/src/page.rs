@@ -33,7 +33,10 @@ pub async fn follow(b: &Client, css: &str) {
     click(b, css).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while old.tag_name().await.is_ok() {
-        assert!(Instant::now() < deadline, "clicking {css} loaded no new page");
+        assert!(
+            Instant::now() < deadline,
+            "clicking {css} loaded no new page"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     element(b, "body").await;
