@@ -262,12 +262,9 @@ async fn share_by_inmail(
     Path(id): Path<String>,
     CsrfForm(viewer, _): CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let link = own_link(&state, &viewer.user, &id).await?;
-    if link.user_id != viewer.user.id {
-        return Err(PageError::forbidden());
-    }
-    let Some(url) = sched::link_url(&state, &link).filter(|_| link.is_bookable()) else {
-        return Ok(back(link.candidate_id, "link_used"));
+    let (link, url) = match shareable(&state, &viewer, &id).await? {
+        Ok(found) => found,
+        Err(done) => return Ok(done),
     };
     let body = invitation_text(&viewer, &link, &url);
     let now = state.now();
@@ -288,6 +285,25 @@ async fn share_by_inmail(
     Ok(back(link.candidate_id, "shared"))
 }
 
+/// The viewer's own link `id` with its URL, while it can still book; else
+/// where to send the browser back to (a used, expired or revoked link).
+async fn shareable(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<Result<(hirewire_store::SchedulingLink, String), Response>, PageError> {
+    let link = own_link(state, &viewer.user, id).await?;
+    if link.user_id != viewer.user.id {
+        return Err(PageError::forbidden());
+    }
+    Ok(
+        match sched::link_url(state, &link).filter(|_| link.is_bookable()) {
+            Some(url) => Ok((link, url)),
+            None => Err(back(link.candidate_id, "link_used")),
+        },
+    )
+}
+
 /// The words that carry a link to the candidate (InMail and email alike).
 fn invitation_text(viewer: &Viewer, link: &hirewire_store::SchedulingLink, url: &str) -> String {
     let what = sched::kind_label(link.meeting_kind).to_lowercase();
@@ -304,12 +320,9 @@ async fn share_by_email(
     Path(id): Path<String>,
     CsrfForm(viewer, _): CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let link = own_link(&state, &viewer.user, &id).await?;
-    if link.user_id != viewer.user.id {
-        return Err(PageError::forbidden());
-    }
-    let Some(url) = sched::link_url(&state, &link).filter(|_| link.is_bookable()) else {
-        return Ok(back(link.candidate_id, "link_used"));
+    let (link, url) = match shareable(&state, &viewer, &id).await? {
+        Ok(found) => found,
+        Err(done) => return Ok(done),
     };
     let candidate = state
         .store
