@@ -652,63 +652,30 @@ async fn blocking(
 ) -> Result<(Vec<Interval>, Vec<Interval>), ProviderTrouble> {
     let now = state.now();
     let user = &ctx.recruiter;
-    let cell = state.scheduler.slot(user.id);
-    let entry = {
+    let entry = if fresh {
+        // Booking's re-check: never the cache, and no queue behind page loads.
+        fetch_blocking(state, user, from, to, now).await?
+    } else {
+        let cell = state.scheduler.slot(user.id);
         let mut guard = cell.lock().await;
-        let usable = guard.as_ref().filter(|e| {
-            !fresh
-                && e.from <= from
+        let ttl = SignedDuration::try_from(state.config.scheduler.busy_ttl)
+            .unwrap_or(SignedDuration::ZERO);
+        match guard.as_ref().filter(|e| {
+            e.from <= from
                 && to <= e.to
-                && now.duration_since(e.fetched_at)
-                    < SignedDuration::try_from(state.config.scheduler.busy_ttl)
-                        .unwrap_or(SignedDuration::ZERO)
                 && e.fetched_at <= now
-        });
-        match usable {
+                && now.duration_since(e.fetched_at) < ttl
+        }) {
             Some(e) => e.clone(),
             None => {
                 // Fetch the whole bookable horizon once, so the page's later
-                // requests (other days, other zones) hit the cache.
-                let (f, t) = if fresh {
-                    (from, to)
-                } else {
-                    let horizon = now
-                        + SignedDuration::from_hours(
-                            24 * (i64::from(ctx.settings.horizon_days) + 2),
-                        );
-                    (
-                        from.min(now - SignedDuration::from_hours(24)),
-                        to.max(horizon),
-                    )
-                };
-                let (client, token, address) = calendar(state, user).await?;
-                let busy = client
-                    .busy(&token, &address, f, t)
-                    .await
-                    .map_err(|e| ProviderTrouble::of(&e))?;
-                let bookings = state
-                    .store
-                    .confirmed_bookings(user.org_id, user.id, f, t)
-                    .await
-                    .map_err(|e| ProviderTrouble::Internal(e.to_string()))?;
-                let entry = BusyEntry {
-                    fetched_at: now,
-                    from: f,
-                    to: t,
-                    busy: Arc::new(busy),
-                    bookings: Arc::new(
-                        bookings
-                            .iter()
-                            .map(|b| Interval {
-                                start: b.slot.blocked_start,
-                                end: b.slot.blocked_end,
-                            })
-                            .collect(),
-                    ),
-                };
-                if !fresh {
-                    *guard = Some(entry.clone());
-                }
+                // requests (other days, other zones) hit the cache; concurrent
+                // page loads wait for this one fetch instead of each calling the provider.
+                let horizon = now
+                    + SignedDuration::from_hours(24 * (i64::from(ctx.settings.horizon_days) + 2));
+                let f = from.min(now - SignedDuration::from_hours(24));
+                let entry = fetch_blocking(state, user, f, to.max(horizon), now).await?;
+                *guard = Some(entry.clone());
                 entry
             }
         }
@@ -733,6 +700,41 @@ async fn blocking(
         busy = subtract(&busy, own.slot.starts_at, own.slot.ends_at);
     }
     Ok((busy, bookings))
+}
+
+/// The recruiter's calendar busy time and confirmed bookings over `[from, to)`, read now.
+async fn fetch_blocking(
+    state: &AppState,
+    user: &User,
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+) -> Result<BusyEntry, ProviderTrouble> {
+    let (client, token, address) = calendar(state, user).await?;
+    let busy = client
+        .busy(&token, &address, from, to)
+        .await
+        .map_err(|e| ProviderTrouble::of(&e))?;
+    let bookings = state
+        .store
+        .confirmed_bookings(user.org_id, user.id, from, to)
+        .await
+        .map_err(|e| ProviderTrouble::Internal(e.to_string()))?;
+    Ok(BusyEntry {
+        fetched_at: now,
+        from,
+        to,
+        busy: Arc::new(busy),
+        bookings: Arc::new(
+            bookings
+                .iter()
+                .map(|b| Interval {
+                    start: b.slot.blocked_start,
+                    end: b.slot.blocked_end,
+                })
+                .collect(),
+        ),
+    })
 }
 
 /// `list` without `[start, end)`.
