@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use hirewire_domain::email::EmailAddress;
-use hirewire_server::testing::{Answer, Landing, TestApp, TestOptions, hidden_csrf};
+use hirewire_server::testing::{Answer, Landing, TestApp, TestOptions};
 use hirewire_store::testing::TestDb;
 use hirewire_store::{AccessLevelSetting, Backend, CapabilityKind, SyncPhase};
 use serde_json::json;
@@ -207,28 +207,16 @@ async fn bench(args: &[String]) {
     let browser = app
         .signed_in("riley@talent.example", "riley-password")
         .await;
-    let page = browser
-        .get(app.at("/settings/email-calendar"))
-        .send()
-        .await
-        .expect("settings")
-        .text()
-        .await
-        .expect("body");
-    let csrf = hidden_csrf(&page).expect("csrf");
-    let res = browser
-        .post(app.at("/settings/email-calendar/inbox/authorize"))
-        .form(&[("_csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("authorize");
-    let to_provider = res.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    match hirewire_testkit::sandbox_pages::SignInPages::new(&format!("{sandbox}/"))
-        .walk(&to_provider, mailbox, Answer::AcceptAll)
-        .await
+    match hirewire_server::testing::authorize_through(
+        &hirewire_testkit::sandbox_pages::SignInPages::new(&format!("{sandbox}/")),
+        &browser,
+        &app.url,
+        "/settings/email-calendar/inbox/authorize",
+        &[],
+        mailbox,
+        Answer::AcceptAll,
+    )
+    .await
     {
         Landing::Redirect(back) => {
             let body = browser

@@ -18,7 +18,7 @@ use std::time::Duration;
 use hirewire_domain::email::{EmailAddress, MailDomain};
 use hirewire_domain::ids::GrantId;
 use hirewire_server::Keyring;
-use hirewire_server::testing::{TEST_PASSWORD_COST, hidden_csrf};
+use hirewire_server::testing::{TEST_PASSWORD_COST, authorize_through, hidden_csrf};
 use hirewire_store::testing::{ProcessDb, TestDb};
 use hirewire_store::{
     AccessLevelSetting, CapabilityKind, ConsentState, NewUser, ProviderSettings, Role, Store,
@@ -239,29 +239,16 @@ async fn authorize(launch: &Launch, inbox: &Inbox) {
         .await
         .expect("sign in");
     assert_eq!(res.status(), 303, "signed in as {}", inbox.recruiter);
-    let page = client
-        .get(format!("{url}/settings/email-calendar"))
-        .send()
-        .await
-        .expect("settings")
-        .text()
-        .await
-        .expect("body");
-    let csrf = hidden_csrf(&page).expect("csrf");
-    let res = client
-        .post(format!("{url}/settings/email-calendar/inbox/authorize"))
-        .form(&[("_csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("authorize");
-    assert_eq!(res.status(), 303, "Authorize redirects to the provider");
-    let to_provider = res.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    match SignInPages::new(&launch.sandbox)
-        .walk(&to_provider, inbox.mailbox, Answer::AcceptAll)
-        .await
+    match authorize_through(
+        &SignInPages::new(&launch.sandbox),
+        &client,
+        &url,
+        "/settings/email-calendar/inbox/authorize",
+        &[],
+        inbox.mailbox,
+        Answer::AcceptAll,
+    )
+    .await
     {
         Landing::Redirect(back) => {
             let body = client.get(back).send().await.unwrap().text().await.unwrap();

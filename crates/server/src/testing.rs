@@ -403,34 +403,16 @@ impl World {
         account: &str,
         answer: Answer<'_>,
     ) -> Landing {
-        let page = client
-            .get(self.app.at("/settings/email-calendar"))
-            .send()
-            .await
-            .expect("settings")
-            .text()
-            .await
-            .expect("body");
-        let csrf = hidden_csrf(&page).expect("csrf");
-        let mut fields = vec![("_csrf", csrf.as_str())];
-        fields.extend_from_slice(form);
-        let res = client
-            .post(self.app.at(path))
-            .form(&fields)
-            .send()
-            .await
-            .expect("authorize");
-        assert_eq!(
-            res.status(),
-            303,
-            "{path} redirects to the provider: {}",
-            res.text().await.unwrap_or_default()
-        );
-        let url = res.headers()["location"]
-            .to_str()
-            .expect("location")
-            .to_owned();
-        self.walk(&url, account, answer).await
+        authorize_through(
+            &self.pages,
+            client,
+            &self.app.url,
+            path,
+            form,
+            account,
+            answer,
+        )
+        .await
     }
 
     /// Walks the sandbox's account picker and consent screen from `url`.
@@ -511,4 +493,48 @@ impl World {
             calendar,
         }
     }
+}
+
+/// Clicks Authorize (or any form POST that redirects to the provider) on the
+/// hirewire at `app_url` for the signed-in `client`, then walks the sandbox's
+/// pages (`pages`) as `account`: for a [`World`], and for a hirewire or a
+/// sandbox running in another process.
+pub async fn authorize_through(
+    pages: &hirewire_testkit::sandbox_pages::SignInPages,
+    client: &reqwest::Client,
+    app_url: &str,
+    path: &str,
+    form: &[(&str, &str)],
+    account: &str,
+    answer: Answer<'_>,
+) -> Landing {
+    let app_url = app_url.trim_end_matches('/');
+    let page = client
+        .get(format!("{app_url}/settings/email-calendar"))
+        .send()
+        .await
+        .expect("settings")
+        .text()
+        .await
+        .expect("body");
+    let csrf = hidden_csrf(&page).expect("csrf");
+    let mut fields = vec![("_csrf", csrf.as_str())];
+    fields.extend_from_slice(form);
+    let res = client
+        .post(format!("{app_url}{path}"))
+        .form(&fields)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(
+        res.status(),
+        303,
+        "{path} redirects to the provider: {}",
+        res.text().await.unwrap_or_default()
+    );
+    let url = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    pages.walk(&url, account, answer).await
 }
