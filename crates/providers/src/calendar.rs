@@ -6,6 +6,7 @@
 //! | book ([`CalendarClient::create_event`]) | `POST /me/events` with `transactionId` = the booking's idempotency key; Graph invites the attendees itself | `events.insert?sendUpdates=all&conferenceDataVersion=1` with a client `id` derived from the key ([`google_event_id`]) |
 //! | reschedule ([`CalendarClient::update_event_time`]) | `PATCH /me/events/{id}` (Graph sends the update) | `events.patch?sendUpdates=all` |
 //! | the calendar's events ([`CalendarClient::list_events`], [`CalendarClient::get_event`]) | `calendarView`, `GET /me/events/{id}` | `events.list` (`singleEvents`, by start), `events.get` |
+//! | what changed ([`CalendarClient::changes`]) | `calendarView/delta` for the window, to its `@odata.deltaLink` | `events.list` for the window, then with `syncToken`, to its `nextSyncToken` |
 //! | cancel ([`CalendarClient::cancel_event`]) | `DELETE /me/events/{id}` (the organizer's delete sends the cancellation) | `events.delete?sendUpdates=all` |
 //!
 //! **Idempotent create.** A booking is created at most once per idempotency key, even when hirewire crashes after
@@ -43,6 +44,7 @@ use sha2::{Digest, Sha256};
 use crate::endpoints::Endpoints;
 use crate::error::ProviderError;
 use crate::http::{HttpClient, Response, api_error, json_or_api_error};
+use crate::mail::graph_sync_state_gone;
 use crate::pacing::{Op, PaceKey, Pacer, send_paced};
 use crate::{Provider, Secret};
 
@@ -58,6 +60,8 @@ const PREFER_IMMUTABLE_UTC: (&str, &str) =
 const GOOGLE_KEY_PROPERTY: &str = "hirewireIdempotencyKey";
 /// Page size of [`CalendarClient::list_events`].
 const LIST_PAGE: u32 = 250;
+/// Page size of a Google sync round (`events.list` allows up to 2,500).
+const SYNC_PAGE: u32 = 2500;
 
 /// How a busy block counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,6 +170,26 @@ pub struct EventsPage {
 /// `nextPageToken`). Opaque.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsCursor(String);
+
+/// What [`CalendarClient::changes`] found: how many entries changed in the round, and where the next round starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarChanges {
+    /// Entries the round reported (created, updated or removed events; every event of the window on a first round).
+    pub changed: usize,
+    /// Where the next round starts.
+    pub cursor: ChangesCursor,
+}
+
+/// Where the next round of [`CalendarClient::changes`] starts (Graph `@odata.deltaLink`, Google `nextSyncToken`).
+/// Opaque; never shown (a Graph delta link is a URL, not a secret, but it is nobody's business).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChangesCursor(String);
+
+impl std::fmt::Debug for ChangesCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangesCursor(..)")
+    }
+}
 
 /// The Google event id for an idempotency key: the SHA-256 of `hirewire-event:` followed by the key, written in
 /// base32hex (RFC 4648 §7, lowercase, no padding). That is 52 characters of `0`–`9` and `a`–`v`, inside what Google
@@ -613,6 +637,124 @@ impl CalendarClient {
                         .collect::<Result<_, _>>()?,
                     next: page.next_page_token.map(EventsCursor),
                 })
+            }
+        }
+    }
+
+    /// Whether anything changed on the recruiter's own calendar since `since`, and the cursor to ask with next
+    /// time: one whole round of the provider's change feed, paged to its end. With `since: None` it starts the
+    /// feed for events overlapping `window_start`–`window_end` (every event in it counts as a change; callers
+    /// seed with it and ignore that count). Only the number of changed entries is reported: a cache of free/busy
+    /// time throws its copy away on any change rather than patching it.
+    ///
+    /// Graph: `calendarView/delta` with the window, following `@odata.nextLink` to the `@odata.deltaLink`.
+    /// Google: `events.list` with the window (no `orderBy`: it cannot be combined with sync), then with
+    /// `syncToken`, following `nextPageToken` to the `nextSyncToken`. A cursor the provider no longer accepts
+    /// (Graph 410 / `syncStateNotFound` / `resyncRequired`, Google 410 `fullSyncRequired`) is
+    /// [`ProviderError::CursorExpired`]: start again with `since: None`, and treat it as "changed".
+    pub async fn changes(
+        &self,
+        token: &Secret,
+        since: Option<&ChangesCursor>,
+        window_start: Timestamp,
+        window_end: Timestamp,
+    ) -> Result<CalendarChanges, ProviderError> {
+        let mut changed = 0usize;
+        match self.provider {
+            Provider::Microsoft => {
+                let mut url = match since {
+                    Some(c) => self.checked_graph_link(&c.0)?,
+                    None => {
+                        let mut url =
+                            url::Url::parse(&self.graph_url(&["me", "calendarView", "delta"])?)
+                                .map_err(|e| {
+                                    ProviderError::Protocol(format!("bad Graph URL: {e}"))
+                                })?;
+                        url.query_pairs_mut()
+                            .append_pair("startDateTime", &window_start.to_string())
+                            .append_pair("endDateTime", &window_end.to_string());
+                        url.into()
+                    }
+                };
+                loop {
+                    let resp = self
+                        .send(
+                            ::http::Method::GET,
+                            &url,
+                            token,
+                            &[PREFER_IMMUTABLE_UTC],
+                            None,
+                        )
+                        .await?;
+                    if !resp.status().is_success() && graph_sync_state_gone(&resp) {
+                        return Err(ProviderError::CursorExpired {
+                            provider: Provider::Microsoft,
+                        });
+                    }
+                    let page: DeltaPage = self.json_or_error(&url, resp)?;
+                    changed += page.value.len();
+                    match (page.next_link, page.delta_link) {
+                        (Some(next), _) => url = self.checked_graph_link(&next)?,
+                        (None, Some(delta)) => {
+                            return Ok(CalendarChanges {
+                                changed,
+                                cursor: ChangesCursor(self.checked_graph_link(&delta)?),
+                            });
+                        }
+                        (None, None) => {
+                            return Err(ProviderError::Protocol(
+                                "Graph delta page has neither nextLink nor deltaLink".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            Provider::Google => {
+                let (from, to, max) = (
+                    window_start.to_string(),
+                    window_end.to_string(),
+                    SYNC_PAGE.to_string(),
+                );
+                let mut page_token: Option<String> = None;
+                loop {
+                    let mut query = vec![("singleEvents", "true"), ("maxResults", max.as_str())];
+                    match since {
+                        Some(c) => query.push(("syncToken", c.0.as_str())),
+                        None => {
+                            query.push(("timeMin", from.as_str()));
+                            query.push(("timeMax", to.as_str()));
+                        }
+                    }
+                    if let Some(t) = page_token.as_deref() {
+                        query.push(("pageToken", t));
+                    }
+                    let url = self.google_url(&["events"], &query)?;
+                    let resp = self
+                        .send(::http::Method::GET, &url, token, &[], None)
+                        .await?;
+                    if resp.status() == 410 && google_reason(resp.body()) == "fullSyncRequired" {
+                        return Err(ProviderError::CursorExpired {
+                            provider: Provider::Google,
+                        });
+                    }
+                    let page: SyncPage = self.json_or_error(&url, resp)?;
+                    changed += page.items.len();
+                    match (page.next_page_token, page.next_sync_token) {
+                        (Some(next), _) => page_token = Some(next),
+                        (None, Some(sync)) => {
+                            return Ok(CalendarChanges {
+                                changed,
+                                cursor: ChangesCursor(sync),
+                            });
+                        }
+                        (None, None) => {
+                            return Err(ProviderError::Protocol(
+                                "events.list page has neither nextPageToken nor nextSyncToken"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
             }
         }
     }
@@ -1290,6 +1432,27 @@ struct GoogleEvent {
     #[serde(default)]
     attendees: Vec<GoogleAttendee>,
     extended_properties: Option<GoogleExtended>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPage {
+    /// Only counted: any change throws a cached copy away.
+    #[serde(default)]
+    value: Vec<serde::de::IgnoredAny>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncPage {
+    /// Only counted, like [`DeltaPage::value`].
+    #[serde(default)]
+    items: Vec<serde::de::IgnoredAny>,
+    next_page_token: Option<String>,
+    next_sync_token: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -37,8 +37,8 @@ mod id_token;
 mod wire;
 
 pub use calendar::{
-    Attendee, Busy, BusyStatus, CalendarClient, CalendarEvent, CreatedEvent, EventsCursor,
-    EventsPage, Location, NewEvent,
+    Attendee, Busy, BusyStatus, CalendarChanges, CalendarClient, CalendarEvent, ChangesCursor,
+    CreatedEvent, EventsCursor, EventsPage, Location, NewEvent,
 };
 pub use endpoints::{AppCredentials, Endpoints};
 pub use error::{ConfigProblem, ProviderError, ReauthReason};

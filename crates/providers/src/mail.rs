@@ -1106,7 +1106,8 @@ impl ChangeSet {
     }
 }
 
-fn graph_sync_state_gone(resp: &Response) -> bool {
+/// Graph's answer to a delta token it no longer has (410, or a `syncStateNotFound` / `resyncRequired` code).
+pub(crate) fn graph_sync_state_gone(resp: &Response) -> bool {
     if resp.status() == 410 {
         return true;
     }

@@ -723,3 +723,85 @@ async fn a_graph_that_refuses_a_repeated_transaction_id_is_an_error_and_still_on
     assert_eq!(sandbox_events(&w, Provider::Microsoft, true).await.len(), 1);
     assert_eq!(invitations(&w, &first.ical_uid).await.len(), 1);
 }
+
+// ---- What changed (free/busy cache refresh) ----
+
+async fn changes_report_each_change_once_and_an_expired_cursor(provider: Provider) {
+    let (w, cal, token) = setup(provider).await;
+    let (from, to) = (ts("2026-12-01T00:00:00Z"), ts("2026-12-31T00:00:00Z"));
+    // More events than one Graph delta page (10), so the round is followed to its end.
+    let many: Vec<Value> = (0..12)
+        .map(|d| {
+            json!({"start": format!("2026-12-{:02}T09:00:00Z", d + 2),
+                   "end": format!("2026-12-{:02}T10:00:00Z", d + 2)})
+        })
+        .chain([json!({"start": "2027-02-01T09:00:00Z", "end": "2027-02-01T10:00:00Z"})])
+        .collect();
+    seed(&w, provider, Value::Array(many)).await;
+
+    let first = cal.changes(&token, None, from, to).await.unwrap();
+    assert_eq!(
+        first.changed, 12,
+        "{provider:?}: the first round lists the window's events"
+    );
+    let quiet = cal
+        .changes(&token, Some(&first.cursor), from, to)
+        .await
+        .unwrap();
+    assert_eq!(quiet.changed, 0, "{provider:?}: nothing changed since");
+
+    seed(
+        &w,
+        provider,
+        json!([{"start": "2026-12-15T13:00:00Z", "end": "2026-12-15T14:00:00Z"}]),
+    )
+    .await;
+    let added = cal
+        .changes(&token, Some(&quiet.cursor), from, to)
+        .await
+        .unwrap();
+    assert_eq!(added.changed, 1, "{provider:?}: the new event, once");
+
+    let made = cal
+        .create_event(&token, &interview("booking-changes", Location::Video))
+        .await
+        .unwrap();
+    cal.cancel_event(&token, &made.provider_event_id)
+        .await
+        .unwrap();
+    let churn = cal
+        .changes(&token, Some(&added.cursor), from, to)
+        .await
+        .unwrap();
+    assert!(
+        churn.changed >= 1,
+        "{provider:?}: an event made and cancelled is a change"
+    );
+
+    w.control(
+        Method::POST,
+        &format!(
+            "/_sandbox/calendars/{}/sync-tokens/expire",
+            user_of(provider)
+        ),
+        None,
+    )
+    .await;
+    let expired = cal.changes(&token, Some(&churn.cursor), from, to).await;
+    assert!(
+        matches!(expired, Err(ProviderError::CursorExpired { provider: p }) if p == provider),
+        "{provider:?}: {expired:?}"
+    );
+    let again = cal.changes(&token, None, from, to).await.unwrap();
+    assert_eq!(again.changed, 13, "{provider:?}: a new first round");
+}
+
+#[tokio::test]
+async fn graph_calendar_changes_follow_the_delta_round_and_report_an_expired_token() {
+    changes_report_each_change_once_and_an_expired_cursor(Provider::Microsoft).await;
+}
+
+#[tokio::test]
+async fn google_calendar_changes_follow_the_sync_token_and_report_full_sync_required() {
+    changes_report_each_change_once_and_an_expired_cursor(Provider::Google).await;
+}

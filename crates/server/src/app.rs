@@ -145,6 +145,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut sync_workers = crate::sync::spawn_workers(state.clone(), state.config.sync.workers);
+    // Every instance serving booking pages keeps its own busy-time cache fresh.
+    sync_workers.push(crate::scheduling::spawn_calendar_refresh(state.clone()));
     if state.config.sync.workers > 0 {
         sync_workers.push(crate::scheduling::spawn_worker(state.clone()));
         sync_workers.push(crate::push_hooks::spawn(state.clone()));

@@ -5,8 +5,18 @@
 //! **Slots** come from the availability engine
 //! ([`hirewire_domain::availability::compute`]) fed with the recruiter's
 //! settings, their calendar's busy time (through the providers crate, cached
-//! per recruiter for [`SchedulerConfig::busy_ttl`]) and their confirmed
-//! bookings (their *blocked* ranges, so buffers on both sides hold).
+//! per recruiter) and their confirmed bookings (their *blocked* ranges, so
+//! buffers on both sides hold).
+//!
+//! **The busy-time cache** is refreshed from the provider's change feed
+//! (Graph `calendarView/delta`, Google `events.list` with `syncToken`): the
+//! feed's cursor is taken *before* busy time is read, and
+//! [`refresh_calendars`] (every [`SchedulerConfig::changes_interval`]) asks each
+//! cached calendar what changed since; any change, an expired cursor or an
+//! error throws the copy away, so a meeting the recruiter accepts in Outlook
+//! disappears from the booking page within one interval instead of one TTL.
+//! A watched copy lives up to [`SchedulerConfig::watched_busy_ttl`]; a calendar
+//! whose feed cannot be read falls back to [`SchedulerConfig::busy_ttl`].
 //!
 //! **Booking** always re-checks the chosen start against *fresh* busy time
 //! (never the cache), then writes through the store, which refuses overlapping
@@ -33,7 +43,7 @@ use hirewire_domain::email::EmailAddress;
 use hirewire_domain::ids::{BookingId, CandidateId, UserId};
 use hirewire_domain::retry::Backoff;
 use hirewire_providers::calendar::{
-    Attendee, Busy, BusyStatus, CalendarClient, Location, NewEvent,
+    Attendee, Busy, BusyStatus, CalendarClient, ChangesCursor, Location, NewEvent,
 };
 use hirewire_providers::{Provider, ProviderError, Secret};
 use hirewire_store::{
@@ -55,9 +65,15 @@ pub const EVENT_JOB: &str = "scheduling.event";
 /// Knobs of the Scheduler (in [`crate::Config::scheduler`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// How long fetched busy time is reused for the booking page (booking
-    /// itself always fetches fresh).
+    /// How long fetched busy time is reused for the booking page when the
+    /// calendar's change feed cannot be watched (booking itself always
+    /// fetches fresh).
     pub busy_ttl: Duration,
+    /// How long busy time is reused while its calendar's change feed is
+    /// watched and reports nothing (a backstop: changes drop it sooner).
+    pub watched_busy_ttl: Duration,
+    /// How often [`refresh_calendars`] asks watched calendars what changed.
+    pub changes_interval: Duration,
     /// Lease of an event job.
     pub lease: Duration,
     /// How long a resolved link (recruiter, settings, meeting) is reused by
@@ -74,6 +90,8 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             busy_ttl: Duration::from_secs(60),
+            watched_busy_ttl: Duration::from_secs(15 * 60),
+            changes_interval: Duration::from_secs(15),
             link_ttl: Duration::from_secs(5),
             lease: Duration::from_secs(120),
             max_attempts: 12,
@@ -585,6 +603,9 @@ impl ProviderTrouble {
 #[derive(Clone)]
 struct BusyEntry {
     fetched_at: Timestamp,
+    /// The watch generation the busy time was read under; `None` when the
+    /// calendar is not watched (then only [`SchedulerConfig::busy_ttl`] holds).
+    generation: Option<u64>,
     from: Timestamp,
     to: Timestamp,
     busy: Arc<Vec<Busy>>,
@@ -592,14 +613,33 @@ struct BusyEntry {
     bookings: Arc<Vec<Interval>>,
 }
 
-/// Busy time per recruiter, kept for [`SchedulerConfig::busy_ttl`]; one fetch
-/// at a time per recruiter (concurrent page loads wait for it rather than all
-/// calling the provider).
+/// Busy time per recruiter, kept while its calendar's change feed reports
+/// nothing (or for [`SchedulerConfig::busy_ttl`] when the feed cannot be
+/// watched); one fetch at a time per recruiter (concurrent page loads wait for
+/// it rather than all calling the provider).
 #[derive(Default)]
 pub struct BusyCache {
     entries: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Option<BusyEntry>>>>>,
+    /// Calendars whose change feed is watched, per recruiter.
+    watched: Mutex<HashMap<UserId, Watch>>,
     /// Resolved links by token digest, with when they were read.
     links: Mutex<HashMap<Vec<u8>, CachedLink>>,
+}
+
+/// A recruiter's calendar change feed, watched while their busy time is cached.
+struct Watch {
+    /// Whose calendar.
+    recruiter: User,
+    /// Where the next round of the feed starts.
+    cursor: ChangesCursor,
+    /// The window the feed covers.
+    from: Timestamp,
+    to: Timestamp,
+    /// Bumped whenever the feed reports a change: busy time read under an
+    /// older generation is stale, even if it was stored after the change.
+    generation: u64,
+    /// When cached busy time of this calendar was last used; an idle watch is dropped.
+    last_read: Timestamp,
 }
 
 /// A resolved link and when it was read.
@@ -627,6 +667,53 @@ impl BusyCache {
         map.remove(&user);
         drop(map);
         self.forget_links(|c| c.recruiter.id == user);
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Watch>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current generation of `user`'s watch, if their calendar is watched
+    /// over `[from, to)`.
+    fn watch_generation(&self, user: UserId, from: Timestamp, to: Timestamp) -> Option<u64> {
+        self.watches()
+            .get(&user)
+            .filter(|w| w.from <= from && to <= w.to)
+            .map(|w| w.generation)
+    }
+
+    /// Whether `entry` may still be served at `now`.
+    fn fresh(
+        &self,
+        user: UserId,
+        entry: &BusyEntry,
+        now: Timestamp,
+        config: &SchedulerConfig,
+    ) -> bool {
+        let age = now.duration_since(entry.fetched_at);
+        let within = |ttl: Duration| {
+            entry.fetched_at <= now && age < SignedDuration::try_from(ttl).unwrap_or_default()
+        };
+        match entry.generation {
+            None => within(config.busy_ttl),
+            Some(g) => {
+                let mut watches = self.watches();
+                match watches.get_mut(&user) {
+                    Some(w) if w.generation == g && within(config.watched_busy_ttl) => {
+                        w.last_read = now;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Recruiters whose calendars are watched.
+    pub fn watched_recruiters(&self) -> Vec<UserId> {
+        self.watches().keys().copied().collect()
     }
 
     /// Forgets the resolved links `which` selects.
@@ -658,13 +745,9 @@ async fn blocking(
     } else {
         let cell = state.scheduler.slot(user.id);
         let mut guard = cell.lock().await;
-        let ttl = SignedDuration::try_from(state.config.scheduler.busy_ttl)
-            .unwrap_or(SignedDuration::ZERO);
+        let cache = &state.scheduler;
         match guard.as_ref().filter(|e| {
-            e.from <= from
-                && to <= e.to
-                && e.fetched_at <= now
-                && now.duration_since(e.fetched_at) < ttl
+            e.from <= from && to <= e.to && cache.fresh(user.id, e, now, &state.config.scheduler)
         }) {
             Some(e) => e.clone(),
             None => {
@@ -673,8 +756,20 @@ async fn blocking(
                 // page loads wait for this one fetch instead of each calling the provider.
                 let horizon = now
                     + SignedDuration::from_hours(24 * (i64::from(ctx.settings.horizon_days) + 2));
-                let f = from.min(now - SignedDuration::from_hours(24));
-                let entry = fetch_blocking(state, user, f, to.max(horizon), now).await?;
+                let (f, t) = (
+                    from.min(now - SignedDuration::from_hours(24)),
+                    to.max(horizon),
+                );
+                // The change feed's cursor first, then busy time: a change
+                // between the two is reported by the next round, never lost.
+                let generation = match cache.watch_generation(user.id, f, t) {
+                    Some(g) => Some(g),
+                    None => {
+                        watch(state, user, f, t + SignedDuration::from_hours(24 * 7), now).await
+                    }
+                };
+                let mut entry = fetch_blocking(state, user, f, t, now).await?;
+                entry.generation = generation;
                 *guard = Some(entry.clone());
                 entry
             }
@@ -722,6 +817,7 @@ async fn fetch_blocking(
         .map_err(|e| ProviderTrouble::Internal(e.to_string()))?;
     Ok(BusyEntry {
         fetched_at: now,
+        generation: None,
         from,
         to,
         busy: Arc::new(busy),
@@ -734,6 +830,125 @@ async fn fetch_blocking(
                 })
                 .collect(),
         ),
+    })
+}
+
+/// Starts watching `user`'s calendar change feed over `[from, to)`; the new
+/// watch's generation, or `None` when the feed cannot be read (then the cached
+/// copy only lives for [`SchedulerConfig::busy_ttl`]).
+async fn watch(
+    state: &AppState,
+    user: &User,
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+) -> Option<u64> {
+    let (client, token, _) = calendar(state, user).await.ok()?;
+    match client.changes(&token, None, from, to).await {
+        Ok(first) => {
+            let mut watches = state.scheduler.watches();
+            let generation = watches.get(&user.id).map_or(0, |w| w.generation + 1);
+            watches.insert(
+                user.id,
+                Watch {
+                    recruiter: user.clone(),
+                    cursor: first.cursor,
+                    from,
+                    to,
+                    generation,
+                    last_read: now,
+                },
+            );
+            Some(generation)
+        }
+        Err(e) => {
+            tracing::info!(user = %user.id, error = %e, "calendar change feed unavailable; busy time is cached by TTL only");
+            None
+        }
+    }
+}
+
+/// What one round of [`refresh_calendars`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Calendars asked.
+    pub checked: usize,
+    /// Calendars whose cached busy time was thrown away (a change, an expired
+    /// cursor or an error).
+    pub dropped: usize,
+    /// Idle watches ended.
+    pub idle: usize,
+}
+
+/// Asks every watched calendar what changed since its cursor, and throws the
+/// cached busy time of those that changed away (a later page load reads it
+/// again). A watch not used for [`SchedulerConfig::watched_busy_ttl`] ends.
+pub async fn refresh_calendars(state: &AppState) -> RefreshReport {
+    let now = state.now();
+    let idle_after =
+        SignedDuration::try_from(state.config.scheduler.watched_busy_ttl).unwrap_or_default();
+    let mut report = RefreshReport::default();
+    let due: Vec<(User, ChangesCursor, Timestamp, Timestamp, u64)> = {
+        let mut watches = state.scheduler.watches();
+        let before = watches.len();
+        watches.retain(|_, w| now.duration_since(w.last_read) < idle_after);
+        report.idle = before - watches.len();
+        watches
+            .iter()
+            .map(|(_, w)| {
+                (
+                    w.recruiter.clone(),
+                    w.cursor.clone(),
+                    w.from,
+                    w.to,
+                    w.generation,
+                )
+            })
+            .collect()
+    };
+    for (user, cursor, from, to, generation) in due {
+        report.checked += 1;
+        let user_id = user.id;
+        let outcome = match calendar(state, &user).await {
+            Ok((client, token, _)) => client
+                .changes(&token, Some(&cursor), from, to)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        let mut watches = state.scheduler.watches();
+        let Some(w) = watches
+            .get_mut(&user_id)
+            .filter(|w| w.generation == generation)
+        else {
+            continue; // Re-seeded meanwhile by a page load: that one is current.
+        };
+        match outcome {
+            Ok(c) if c.changed == 0 => w.cursor = c.cursor,
+            Ok(c) => {
+                w.cursor = c.cursor;
+                w.generation += 1;
+                report.dropped += 1;
+            }
+            Err(e) => {
+                // Expired cursor or an error: nothing vouches for the copy any more.
+                tracing::debug!(user = %user_id, error = %e, "calendar change feed lost; dropping cached busy time");
+                watches.remove(&user_id);
+                report.dropped += 1;
+            }
+        }
+    }
+    report
+}
+
+/// Spawns the loop that runs [`refresh_calendars`] every
+/// [`SchedulerConfig::changes_interval`] (on every instance: each has its own cache).
+pub fn spawn_calendar_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(state.config.scheduler.changes_interval).await;
+            refresh_calendars(&state).await;
+        }
     })
 }
 

@@ -514,6 +514,100 @@ both_backends! {
 
 /// Parses an .ics with Python's `icalendar` (set up by `./scripts/test`):
 /// "uid|start|end|method" of its one event.
+/// Requests the sandbox counted for `endpoint`.
+async fn requests(s: &Setup, endpoint: &str) -> u64 {
+    let v = s
+        .world
+        .control(Method::GET, "/_sandbox/counters", None)
+        .await;
+    v["endpoints"][endpoint]["requests"].as_u64().unwrap_or(0)
+}
+
+async fn a_calendar_change_reaches_the_booking_page_at_the_next_change_check(
+    db: TestDb,
+    provider: &str,
+) {
+    use hirewire_server::scheduling::{RefreshReport, refresh_calendars};
+    let s = setup(&db, provider).await;
+    let free_busy = match provider {
+        "microsoft" => "graph.calendar.getSchedule",
+        _ => "calendar.freebusy.query",
+    };
+    let state = &s.world.app.state;
+    let jo = s.candidate("Jo Candidate", "jo@candidates.example").await;
+    let (_, token) = s.link(jo, json!({"meeting_kind": "interview"})).await;
+    let day = "tz=Europe/Berlin&from=2027-01-05&to=2027-01-06";
+    // Tuesday 11:00 Berlin is 10:00Z.
+    let eleven = "2027-01-05T10:00:00Z";
+    assert!(s.slots(&token, day).await.iter().any(|x| x == eleven));
+    let fetched = requests(&s, free_busy).await;
+
+    // Nothing changed: the check keeps the copy, and page loads keep using it.
+    let quiet = refresh_calendars(state).await;
+    assert_eq!(
+        quiet,
+        RefreshReport {
+            checked: 1,
+            dropped: 0,
+            idle: 0
+        }
+    );
+    assert!(s.slots(&token, day).await.iter().any(|x| x == eleven));
+    assert_eq!(
+        requests(&s, free_busy).await,
+        fetched,
+        "served from the cache"
+    );
+
+    // The recruiter accepts a meeting at 11:00 in their own calendar app.
+    s.world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/calendars/{}/events", s.calendar),
+            Some(json!({"events": [{"start": eleven, "end": "2027-01-05T11:00:00Z", "subject": "Hiring committee"}]})),
+        )
+        .await;
+    let changed = refresh_calendars(state).await;
+    assert_eq!(changed.dropped, 1, "the change feed reported the new meeting");
+    let slots = s.slots(&token, day).await;
+    assert!(
+        !slots.iter().any(|x| x == eleven),
+        "11:00 is gone from the page well before the cache's lifetime: {slots:?}"
+    );
+    assert_eq!(requests(&s, free_busy).await, fetched + 1, "read again once");
+
+    // A cursor the provider no longer accepts drops the copy too, and the
+    // next page load starts a new watch.
+    s.world
+        .control(
+            Method::POST,
+            &format!("/_sandbox/calendars/{}/sync-tokens/expire", s.calendar),
+            None,
+        )
+        .await;
+    assert_eq!(refresh_calendars(state).await.dropped, 1);
+    s.slots(&token, day).await;
+    assert_eq!(requests(&s, free_busy).await, fetched + 2);
+    assert_eq!(refresh_calendars(state).await.dropped, 0);
+
+    // A calendar no page has read for the watched lifetime is no longer asked.
+    s.world.app.clock.advance(
+        SignedDuration::try_from(state.config.scheduler.watched_busy_ttl).unwrap(),
+    );
+    let idle = refresh_calendars(state).await;
+    assert_eq!((idle.idle, idle.checked), (1, 0));
+}
+
+both_backends! {
+    async fn a_meeting_added_to_a_microsoft_calendar_leaves_the_booking_page_at_the_next_change_check(db: TestDb) {
+        a_calendar_change_reaches_the_booking_page_at_the_next_change_check(db, "microsoft").await;
+    }
+
+    async fn a_meeting_added_to_a_google_calendar_leaves_the_booking_page_at_the_next_change_check(db: TestDb) {
+        a_calendar_change_reaches_the_booking_page_at_the_next_change_check(db, "google").await;
+    }
+}
+
 fn parse_ics_independently(ics: &str) -> String {
     let python = std::env::var("HIREWIRE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = "import sys, icalendar\n\
