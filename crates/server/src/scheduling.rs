@@ -894,8 +894,8 @@ pub async fn refresh_calendars(state: &AppState) -> RefreshReport {
         watches.retain(|_, w| now.duration_since(w.last_read) < idle_after);
         report.idle = before - watches.len();
         watches
-            .iter()
-            .map(|(_, w)| {
+            .values()
+            .map(|w| {
                 (
                     w.recruiter.clone(),
                     w.cursor.clone(),

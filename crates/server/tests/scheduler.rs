@@ -568,13 +568,20 @@ async fn a_calendar_change_reaches_the_booking_page_at_the_next_change_check(
         )
         .await;
     let changed = refresh_calendars(state).await;
-    assert_eq!(changed.dropped, 1, "the change feed reported the new meeting");
+    assert_eq!(
+        changed.dropped, 1,
+        "the change feed reported the new meeting"
+    );
     let slots = s.slots(&token, day).await;
     assert!(
         !slots.iter().any(|x| x == eleven),
         "11:00 is gone from the page well before the cache's lifetime: {slots:?}"
     );
-    assert_eq!(requests(&s, free_busy).await, fetched + 1, "read again once");
+    assert_eq!(
+        requests(&s, free_busy).await,
+        fetched + 1,
+        "read again once"
+    );
 
     // A cursor the provider no longer accepts drops the copy too, and the
     // next page load starts a new watch.
@@ -591,9 +598,10 @@ async fn a_calendar_change_reaches_the_booking_page_at_the_next_change_check(
     assert_eq!(refresh_calendars(state).await.dropped, 0);
 
     // A calendar no page has read for the watched lifetime is no longer asked.
-    s.world.app.clock.advance(
-        SignedDuration::try_from(state.config.scheduler.watched_busy_ttl).unwrap(),
-    );
+    s.world
+        .app
+        .clock
+        .advance(SignedDuration::try_from(state.config.scheduler.watched_busy_ttl).unwrap());
     let idle = refresh_calendars(state).await;
     assert_eq!((idle.idle, idle.checked), (1, 0));
 }
