@@ -676,7 +676,8 @@ async fn learn_from(state: &AppState, user: &User, e: &ProviderError, now: Times
     provider_notice(e)
 }
 
-/// Deauthorizes one capability: deletes its tokens, revokes at Google when no
+/// Deauthorizes one capability: deletes its tokens (an inbox: its push
+/// subscription too, at the provider, best effort), revokes at Google when no
 /// other capability still uses the grant, audits, and says what happened.
 pub async fn deauthorize(
     state: &AppState,
@@ -684,6 +685,11 @@ pub async fn deauthorize(
     kind: CapabilityKind,
 ) -> Result<Notice, Notice> {
     let now = state.now();
+    // The inbox's push subscription is deleted at the provider with a token taken before the grant goes.
+    let unsubscribe = match kind {
+        CapabilityKind::Inbox => crate::push_hooks::prepare_unsubscribe(state, user.id).await,
+        CapabilityKind::Calendar => None,
+    };
     let Some(grant) = state
         .store
         .delete_grant(user.id, kind)
@@ -709,6 +715,10 @@ pub async fn deauthorize(
         _ if shares_grant => format!("Google keeps hirewire listed in your account until you also disconnect your {}.", noun(other_kind)),
         _ => String::new(),
     };
+    // Before revoking at Google: `users.stop` needs the token. The local record went with the grant.
+    if let Some(u) = unsubscribe {
+        crate::push_hooks::unsubscribe(state, u).await;
+    }
     if grant.provider == ProviderChoice::Google && !shares_grant {
         let revoked = revoke_at_google(state, user, &grant).await;
         note = match revoked {

@@ -43,10 +43,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Job kinds whose queue depth is reported.
-const JOB_KINDS: [&str; 3] = [
+const JOB_KINDS: [&str; 4] = [
     crate::sync::JOB_KIND,
     crate::sync::ADDRESS_JOB_KIND,
     crate::push_hooks::JOB_KIND,
+    crate::push_hooks::UNSUBSCRIBE_JOB_KIND,
 ];
 
 /// The metrics of one app instance. Cheap to clone (handles share state).

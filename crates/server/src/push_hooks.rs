@@ -32,6 +32,9 @@ pub struct PushSettings {
     pub gmail_renew_every: Duration,
     /// How often the maintenance pass (create missing subscriptions, renew) runs.
     pub maintain_every: Duration,
+    /// How long deauthorizing an inbox waits for the provider to delete its subscription (or stop its
+    /// watch) before leaving it to a retry job ([`UNSUBSCRIBE_JOB_KIND`]).
+    pub unsubscribe_timeout: Duration,
 }
 
 impl Default for PushSettings {
@@ -47,6 +50,7 @@ impl Default for PushSettings {
             pubsub_certs_url: None,
             gmail_renew_every: Duration::from_secs(24 * 3600),
             maintain_every: Duration::from_secs(300),
+            unsubscribe_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -117,6 +121,10 @@ impl PushStatus {
 
 /// The job kind that creates and renews one inbox's push subscription.
 pub const JOB_KIND: &str = "push.maintain";
+
+/// The job kind that retries deleting a deauthorized inbox's subscription (Gmail: stopping its watch) at
+/// the provider, when the call made while deauthorizing failed.
+pub const UNSUBSCRIBE_JOB_KIND: &str = "push.unsubscribe";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Webhooks: no provider I/O, only store reads and an enqueue, so they answer well within Graph's 3 s.
@@ -540,20 +548,333 @@ async fn subscribe(
     }
 }
 
-/// Runs [`maintain`] every `maintain_every` (started by `serve` with the sync workers).
+// ---------------------------------------------------------------------------------------------------------------
+// Deauthorization: the inbox's subscription is deleted at the provider too (best effort, never blocking).
+
+/// What deleting one inbox's subscription at the provider needs, taken while its grant (and so a token)
+/// still exists. The token is never logged ([`Secret`]).
+pub struct Unsubscribe {
+    provider: Provider,
+    grant: GrantId,
+    subscription_id: String,
+    expires_at: jiff::Timestamp,
+    token: Secret,
+    token_expires_at: Option<jiff::Timestamp>,
+    client_id: String,
+    mailbox: String,
+}
+
+/// Called while deauthorizing `user`'s inbox, before its grant is deleted: when the inbox has a push
+/// subscription (Gmail: a watch), a valid access token to delete it with (refreshed when due, within
+/// `unsubscribe_timeout`). `None` when there is nothing to delete or no token can be had (logged; the
+/// subscription then lapses at the provider by itself, at most days later, and delivers nowhere meanwhile
+/// because its record is gone).
+pub async fn prepare_unsubscribe(
+    state: &AppState,
+    user: hirewire_domain::ids::UserId,
+) -> Option<Unsubscribe> {
+    let grant = state
+        .store
+        .grant(user, CapabilityKind::Inbox)
+        .await
+        .ok()
+        .flatten()?;
+    let sub = match state.store.push_subscription(grant.id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(grant = grant.id.get(), error = %e, "could not read the push subscription of an inbox being deauthorized");
+            return None;
+        }
+    };
+    let provider = crate::integrations::provider_of(grant.provider)?;
+    let token = tokio::time::timeout(
+        state.config.push.unsubscribe_timeout,
+        crate::integrations::access_token(state, user, CapabilityKind::Inbox),
+    )
+    .await;
+    let token = match token {
+        Ok(Ok(t)) => t,
+        Ok(Err(n)) => {
+            tracing::warn!(grant = grant.id.get(), code = n.code(), expires_at = %sub.expires_at,
+                "no access token to delete a deauthorized inbox's push subscription; it lapses at the provider by itself");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(grant = grant.id.get(), expires_at = %sub.expires_at,
+                "refreshing the token to delete a deauthorized inbox's push subscription took too long; it lapses at the provider by itself");
+            return None;
+        }
+    };
+    // The token's expiry after a possible refresh (a retry job may use it until then).
+    let token_expires_at = state
+        .store
+        .grant(user, CapabilityKind::Inbox)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|g| g.access_expires_at);
+    let client_id = state
+        .store
+        .provider_settings(grant.org_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.client_id)
+        .unwrap_or_default();
+    Some(Unsubscribe {
+        provider,
+        grant: grant.id,
+        subscription_id: sub.subscription_id,
+        expires_at: sub.expires_at,
+        token,
+        token_expires_at,
+        client_id,
+        mailbox: grant
+            .account_address
+            .unwrap_or_else(|| format!("grant:{}", grant.id.get())),
+    })
+}
+
+/// A failure worth another attempt later (with the same token).
+fn worth_retrying(e: &hirewire_providers::ProviderError) -> bool {
+    matches!(
+        e,
+        hirewire_providers::ProviderError::Throttled { .. }
+            | hirewire_providers::ProviderError::Transient(_)
+    )
+}
+
+/// One attempt: Graph `DELETE /v1.0/subscriptions/{id}` (a 404 counts as deleted), Gmail `users.stop`.
+async fn unsubscribe_once(
+    state: &AppState,
+    u: &Unsubscribe,
+) -> Result<(), hirewire_providers::ProviderError> {
+    let client = hirewire_providers::PushClient::new(
+        u.provider,
+        state.config.provider_endpoints.clone(),
+        state.provider_http.clone(),
+        hirewire_providers::PushConfig {
+            graph_max_lifetime: state.config.push.graph_max_lifetime,
+        },
+    )
+    .with_pacer(
+        state.pacer.clone(),
+        hirewire_providers::pacing::PaceKey::new(&u.client_id, &u.mailbox),
+    );
+    let call = async {
+        match u.provider {
+            Provider::Microsoft => {
+                client
+                    .delete_subscription(&u.token, &u.subscription_id)
+                    .await
+            }
+            Provider::Google => client.gmail_stop(&u.token).await,
+        }
+    };
+    match tokio::time::timeout(state.config.push.unsubscribe_timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(hirewire_providers::ProviderError::Transient(
+            "no answer within the unsubscribe timeout".into(),
+        )),
+    }
+}
+
+/// Deletes the subscription at the provider, waiting at most `unsubscribe_timeout`. A failure is logged
+/// (without secrets); when trying again may help (throttled, 5xx, timeout), an [`UNSUBSCRIBE_JOB_KIND`] job
+/// retries with the same token until it expires. Never returns an error: deauthorizing goes on regardless.
+pub async fn unsubscribe(state: &AppState, u: Unsubscribe) {
+    let e = match unsubscribe_once(state, &u).await {
+        Ok(()) => {
+            tracing::info!(
+                grant = u.grant.get(),
+                "push subscription deleted at the provider"
+            );
+            return;
+        }
+        Err(e) => e,
+    };
+    if !worth_retrying(&e) {
+        tracing::warn!(grant = u.grant.get(), error = %e, expires_at = %u.expires_at,
+            "could not delete a deauthorized inbox's push subscription; it lapses at the provider by itself");
+        return;
+    }
+    tracing::warn!(grant = u.grant.get(), error = %e, "could not delete a deauthorized inbox's push subscription yet; a job retries");
+    let payload = serde_json::json!({
+        "grant_id": u.grant.get(),
+        "provider": provider_slug(u.provider),
+        "subscription_id": u.subscription_id,
+        "expires_at_ms": u.expires_at.as_millisecond(),
+        "token_sealed": state.keyring.seal(u.token.expose().as_bytes()),
+        "token_expires_at_ms": u.token_expires_at.map(|t| t.as_millisecond()),
+        "client_id": u.client_id,
+        "mailbox": u.mailbox,
+    });
+    let now = state.now();
+    let retry_at = now + retry_delay(state, 1);
+    let key = format!("{UNSUBSCRIBE_JOB_KIND}:{}", u.grant.get());
+    let job = hirewire_store::NewJob {
+        kind: UNSUBSCRIBE_JOB_KIND,
+        payload: &payload,
+        run_at: retry_at,
+        max_attempts: state.config.sync.max_attempts.max(1),
+        dedupe_key: Some(&key),
+    };
+    if let Err(e) = state.store.enqueue(&job, now).await {
+        tracing::error!(grant = u.grant.get(), error = %e, "could not queue the retry of a push subscription's deletion");
+    }
+}
+
+fn provider_slug(p: Provider) -> &'static str {
+    match p {
+        Provider::Microsoft => "microsoft",
+        Provider::Google => "google",
+    }
+}
+
+fn retry_delay(state: &AppState, attempt: u32) -> SignedDuration {
+    signed(
+        state
+            .config
+            .sync
+            .backoff
+            .delay(attempt, rand::random::<f64>()),
+    )
+}
+
+/// Claims one due [`UNSUBSCRIBE_JOB_KIND`] job and makes one attempt; `None` when nothing is due.
+pub async fn run_unsubscribe_job(state: &AppState, owner: &str) -> Option<Result<(), String>> {
+    let job = match state
+        .store
+        .claim(
+            owner,
+            &[UNSUBSCRIBE_JOB_KIND],
+            state.now(),
+            state.config.sync.lease,
+        )
+        .await
+    {
+        Ok(Some(j)) => j,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "claiming a push unsubscribe job failed");
+            return None;
+        }
+    };
+    let now = state.now();
+    let (outcome, retry) = match unsubscribe_job(state, &job.payload, now).await {
+        Ok(()) => (Ok(()), false),
+        Err((error, retry)) => (Err(error), retry),
+    };
+    let settled = match &outcome {
+        Ok(()) => state.store.complete(job.id, job.fencing_token, now).await,
+        Err(error) => {
+            let retry_at = retry.then(|| now + retry_delay(state, job.attempt));
+            state
+                .store
+                .fail(job.id, job.fencing_token, now, error, retry_at)
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "settling a push unsubscribe job failed");
+    }
+    Some(outcome)
+}
+
+/// One retry; `Err((why, retry?))`.
+async fn unsubscribe_job(
+    state: &AppState,
+    p: &serde_json::Value,
+    now: jiff::Timestamp,
+) -> Result<(), (String, bool)> {
+    let give_up = |why: &str| Err((why.to_owned(), false));
+    let ms = |k: &str| {
+        p[k].as_i64()
+            .and_then(|v| jiff::Timestamp::from_millisecond(v).ok())
+    };
+    let provider = match p["provider"].as_str() {
+        Some("microsoft") => Provider::Microsoft,
+        Some("google") => Provider::Google,
+        _ => return give_up("the job has no provider"),
+    };
+    let (Some(grant), Some(subscription_id), Some(expires_at), Some(sealed)) = (
+        p["grant_id"].as_i64(),
+        p["subscription_id"].as_str(),
+        ms("expires_at_ms"),
+        p["token_sealed"].as_str(),
+    ) else {
+        return give_up("the job's payload is incomplete");
+    };
+    if expires_at <= now {
+        // Nothing left to delete: it lapsed at the provider.
+        return Ok(());
+    }
+    if ms("token_expires_at_ms").is_some_and(|t| t <= now) {
+        tracing::warn!(grant, %expires_at, "the token to delete a deauthorized inbox's push subscription expired; it lapses at the provider by itself");
+        return give_up("the access token expired before the subscription could be deleted");
+    }
+    let token = match state
+        .keyring
+        .open(sealed)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+    {
+        Some(t) => Secret::new(t),
+        None => return give_up("the sealed token cannot be opened"),
+    };
+    let u = Unsubscribe {
+        provider,
+        grant: GrantId(grant),
+        subscription_id: subscription_id.to_owned(),
+        expires_at,
+        token,
+        token_expires_at: None,
+        client_id: p["client_id"].as_str().unwrap_or_default().to_owned(),
+        mailbox: p["mailbox"].as_str().unwrap_or_default().to_owned(),
+    };
+    match unsubscribe_once(state, &u).await {
+        Ok(()) => {
+            tracing::info!(grant, "push subscription deleted at the provider (retried)");
+            Ok(())
+        }
+        Err(e) => {
+            let retry = worth_retrying(&e);
+            tracing::warn!(grant, error = %e, retry, "retrying a push subscription's deletion failed");
+            Err((e.to_string(), retry))
+        }
+    }
+}
+
+/// Runs [`maintain`] every `maintain_every` and, in between, the due [`UNSUBSCRIBE_JOB_KIND`] jobs (every
+/// `sync.poll_interval`). Started by `serve` with the sync workers.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    let owner = format!("push-{:08x}", rand::random::<u32>());
     tokio::spawn(async move {
+        let mut maintained: Option<Instant> = None;
         loop {
-            // Google's signing keys are fetched here, so the webhook normally finds them cached.
-            if let Some(verifier) = &state.pubsub
-                && let Err(e) = verifier.refresh_keys().await
-            {
-                tracing::warn!(error = %e, "could not refresh the Pub/Sub signing keys");
+            if maintained.is_none_or(|t| t.elapsed() >= state.config.push.maintain_every) {
+                maintained = Some(Instant::now());
+                // Google's signing keys are fetched here, so the webhook normally finds them cached.
+                if let Some(verifier) = &state.pubsub
+                    && let Err(e) = verifier.refresh_keys().await
+                {
+                    tracing::warn!(error = %e, "could not refresh the Pub/Sub signing keys");
+                }
+                if let Err(e) = maintain(&state).await {
+                    tracing::warn!(error = %e, "the push maintenance pass failed");
+                }
             }
-            if let Err(e) = maintain(&state).await {
-                tracing::warn!(error = %e, "the push maintenance pass failed");
-            }
-            tokio::time::sleep(state.config.push.maintain_every).await;
+            while run_unsubscribe_job(&state, &owner).await.is_some() {}
+            tokio::time::sleep(
+                state
+                    .config
+                    .sync
+                    .poll_interval
+                    .min(state.config.push.maintain_every),
+            )
+            .await;
         }
     })
 }

@@ -218,6 +218,69 @@ impl Team {
     }
 }
 
+/// An instance on the team's store and clock with push on, serving its own
+/// webhooks (and the API) on a port of its own; Gmail push goes to its
+/// `/hooks/gmail` through the sandbox's topic. Provider retries are quick.
+async fn push_instance(t: &Team) -> (AppState, String) {
+    let app = &t.world.app;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = t.world.sandbox.base_url();
+    let mut config = app.state.config.clone();
+    config.push.allow_http = true;
+    config.push.webhook_base = Some(base.parse().unwrap());
+    config.push.gmail_topic = Some("projects/p/topics/gmail".into());
+    config.push.pubsub_certs_url =
+        Some(format!("{}/oauth2/v3/certs", sandbox.trim_end_matches('/')));
+    config.push.unsubscribe_timeout = std::time::Duration::from_secs(2);
+    config.pacing.backoff = hirewire_providers::pacing::BackoffConfig {
+        max_attempts: 2,
+        base: std::time::Duration::from_millis(20),
+        max: std::time::Duration::from_millis(50),
+        min: std::time::Duration::from_millis(10),
+    };
+    let state = AppState::new(
+        config,
+        app.store.clone(),
+        app.state.keyring.clone(),
+        Arc::new(app.clock.clone()),
+    );
+    let served = hirewire_server::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, served).await });
+    t.world
+        .control(Method::POST, "/_sandbox/push/topics", Some(json!({"name": "projects/p/topics/gmail", "push_endpoint": format!("{base}/hooks/gmail")})))
+        .await;
+    (state, base)
+}
+
+/// The mailboxes the sandbox has a live Graph subscription or Gmail watch for.
+async fn subscribed(world: &World) -> Vec<String> {
+    let o = world.control(Method::GET, "/_sandbox/push", None).await;
+    let mut owners: Vec<String> = o["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(o["watches"].as_array().unwrap())
+        .filter(|s| s["expired"] == false)
+        .map(|s| s["owner"].as_str().unwrap().to_owned())
+        .collect();
+    owners.sort();
+    owners
+}
+
+/// `DELETE /api/v1/me/integrations/inbox` on the instance at `base` as recruiter `i`.
+async fn deauthorize_inbox(t: &Team, base: &str, i: usize) -> Value {
+    let token = t.world.app.api_token(&t.recruiters[i].0).await;
+    let res = reqwest::Client::new()
+        .delete(format!("{base}/api/v1/me/integrations/inbox"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
 both_backends! {
     async fn a_grant_revoked_mid_sync_shows_needs_reauthorization_while_the_other_mailbox_keeps_syncing(db: TestDb) {
         let t = team(&db, 30).await;
@@ -549,5 +612,89 @@ both_backends! {
         let deliveries = t.world.control(Method::GET, "/_sandbox/push/deliveries", None).await;
         assert!(matches!(outcome, Some(SyncOutcome::Incremental { .. })), "{outcome:?} {deliveries}");
         assert_eq!(t.me(0).await["messages_stored"].as_u64().unwrap(), before + 1);
+    }
+    async fn deauthorizing_an_inbox_deletes_its_graph_subscription_and_a_failed_delete_is_retried_by_a_job(db: TestDb) {
+        let t = team(&db, 4).await;
+        let (push, base) = push_instance(&t).await;
+        let done = hirewire_server::push_hooks::maintain(&push).await.unwrap();
+        assert_eq!((done.created, done.failed), (2, 0), "{done:?}");
+        let (a, b) = (t.recruiters[0].1, t.recruiters[1].1);
+        assert_eq!(subscribed(&t.world).await, vec![a.to_owned(), b.to_owned()]);
+        let (grant_a, grant_b) = (t.grant_id(0).await, t.grant_id(1).await);
+
+        // Riley deauthorizes: the subscription is deleted at Graph and forgotten here.
+        deauthorize_inbox(&t, &base, 0).await;
+        assert_eq!(subscribed(&t.world).await, vec![b.to_owned()]);
+        let a_id = hirewire_domain::ids::GrantId(grant_a);
+        assert!(t.world.app.store.push_subscription(a_id).await.unwrap().is_none());
+        assert!(t.world.app.store.latest_job_with_key(&format!("push.unsubscribe:{grant_a}")).await.unwrap().is_none(), "nothing left to retry");
+
+        // Graph fails while Sky deauthorizes: the inbox is deauthorized anyway and a job retries the delete.
+        let fault = t.world
+            .control(Method::POST, "/_sandbox/faults",
+                Some(json!({"endpoint": "graph.subscriptions.delete", "user": b, "fault": {"kind": "server_error", "status": 503}})))
+            .await;
+        deauthorize_inbox(&t, &base, 1).await;
+        assert!(t.world.app.store.grant(t.recruiters[1].0.id, CapabilityKind::Inbox).await.unwrap().is_none(), "deauthorized");
+        let b_id = hirewire_domain::ids::GrantId(grant_b);
+        assert!(t.world.app.store.push_subscription(b_id).await.unwrap().is_none(), "forgotten here");
+        assert_eq!(subscribed(&t.world).await, vec![b.to_owned()], "still at Graph");
+        let job = t.world.app.store.latest_job_with_key(&format!("push.unsubscribe:{grant_b}")).await.unwrap().expect("a retry job");
+        assert!(job.run_at > t.world.app.now(), "retried later, not in a tight loop: {job:?}");
+        let payload = job.payload.to_string();
+        assert!(!payload.contains("Bearer") && payload.contains("token_sealed"), "the token is sealed in the job");
+        assert!(hirewire_server::push_hooks::run_unsubscribe_job(&push, "w1").await.is_none(), "not due yet");
+
+        // Still failing at the retry: queued again, later.
+        t.world.app.clock.advance(job.run_at.duration_since(t.world.app.now()) + SignedDuration::from_secs(1));
+        let r = hirewire_server::push_hooks::run_unsubscribe_job(&push, "w1").await;
+        assert!(matches!(r, Some(Err(_))), "{r:?}");
+        let again = t.world.app.store.latest_job_with_key(&format!("push.unsubscribe:{grant_b}")).await.unwrap().unwrap();
+        assert_eq!(again.id, job.id);
+        assert!(again.run_at > t.world.app.now());
+
+        // Graph recovers: the next retry deletes it.
+        let id = fault["id"].as_u64().unwrap();
+        t.world.control(Method::DELETE, &format!("/_sandbox/faults/{id}"), None).await;
+        t.world.app.clock.advance(again.run_at.duration_since(t.world.app.now()) + SignedDuration::from_secs(1));
+        let r = hirewire_server::push_hooks::run_unsubscribe_job(&push, "w1").await;
+        assert_eq!(r, Some(Ok(())));
+        assert!(subscribed(&t.world).await.is_empty(), "no subscription left at Graph");
+        assert!(hirewire_server::push_hooks::run_unsubscribe_job(&push, "w1").await.is_none());
+    }
+
+    async fn deauthorizing_a_gmail_inbox_stops_its_watch_before_revoking(db: TestDb) {
+        let t = team_on(&db, "google", 4).await;
+        let (push, base) = push_instance(&t).await;
+        let done = hirewire_server::push_hooks::maintain(&push).await.unwrap();
+        assert_eq!((done.created, done.failed), (2, 0), "{done:?}");
+        let (a, b) = (t.recruiters[0].1, t.recruiters[1].1);
+        assert_eq!(subscribed(&t.world).await, vec![a.to_owned(), b.to_owned()]);
+
+        let said = deauthorize_inbox(&t, &base, 0).await;
+        assert!(said["message"].as_str().unwrap().contains("revoked at Google"), "{said}");
+        assert_eq!(subscribed(&t.world).await, vec![b.to_owned()], "users.stop was called with the token before it was revoked");
+        assert!(t.world.app.store.push_subscription(hirewire_domain::ids::GrantId(t.grant_id(1).await)).await.unwrap().is_some());
+        let counters = t.world.control(Method::GET, "/_sandbox/counters", None).await;
+        assert!(counters.to_string().contains("gmail.users.stop"), "{counters}");
+
+        // New mail for both: only the mailbox still watched is pushed (its push is the sign the other's would have come).
+        for m in [a, b] {
+            t.world
+                .control(Method::POST, &format!("/_sandbox/mailboxes/{m}/messages"),
+                    Some(json!({"from": CANDIDATES[0], "to": [m], "subject": "After", "body": "Who listens?", "received_at": "2027-01-04T09:30:00Z"})))
+                .await;
+        }
+        let mut targets = Vec::new();
+        for _ in 0..200 {
+            let deliveries = t.world.control(Method::GET, "/_sandbox/push/deliveries", None).await;
+            targets = deliveries.as_array().unwrap().iter().map(|d| d["target"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+            if targets.iter().any(|x| x == b) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(targets.iter().any(|x| x == b), "{targets:?}");
+        assert!(!targets.iter().any(|x| x == a), "the stopped mailbox is not pushed: {targets:?}");
     }
 }
