@@ -698,3 +698,106 @@ both_backends! {
         assert!(!targets.iter().any(|x| x == a), "the stopped mailbox is not pushed: {targets:?}");
     }
 }
+
+// ---- in a real browser (SQLite, one browser for this binary) -----------------------
+
+mod browser {
+    use super::*;
+    use hirewire_store::Backend;
+    use hirewire_testkit::page::{click, element, fill, follow, text};
+
+    async fn sign_in(b: &fantoccini::Client, t: &Team, email: &str, password: &str) {
+        b.goto(&t.world.app.at("/sign-in")).await.unwrap();
+        fill(b, "#email", email).await;
+        fill(b, "#password", password).await;
+        follow(b, "#sign-in").await;
+    }
+
+    async fn attr(b: &fantoccini::Client, css: &str, name: &str) -> String {
+        element(b, css)
+            .await
+            .attr(name)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_recruiter_sees_the_import_progress_then_what_to_do_and_the_admin_filters_to_who_needs_help()
+     {
+        let db = TestDb::new(Backend::Sqlite).await.unwrap();
+        let t = team(&db, 30).await;
+        let worker = t.worker();
+        sync::run_until_idle(&worker, "w1", 6).await;
+        let b = hirewire_testkit::browser().await;
+
+        // Riley reaches Email & calendar from the avatar menu and sees the import.
+        sign_in(&b, &t, "riley@talent.example", "pw-12345678").await;
+        click(&b, "#avatar").await;
+        follow(&b, "#menu-product-settings").await;
+        assert_eq!(attr(&b, "#sync-health", "data-state").await, "backfilling");
+        assert_eq!(text(&b, "#sync-state").await, "Importing");
+        let seen: u64 = text(&b, "#sync-seen").await.parse().unwrap();
+        assert!(0 < seen && seen < 30, "{seen}");
+        assert_eq!(text(&b, "#sync-estimate").await, "30");
+        let percent: u64 = attr(&b, "#sync-progress", "value").await.parse().unwrap();
+        assert_eq!(percent, seen * 100 / 30, "the bar shows the share imported");
+        assert!(
+            text(&b, "#sync-eta")
+                .await
+                .contains("left at your provider's pace")
+        );
+        assert!(
+            text(&b, "#sync-last-success")
+                .await
+                .contains("Last successful sync")
+        );
+
+        // Riley's access is revoked at the provider; the sync stops and says why.
+        t.world
+            .control(
+                Method::POST,
+                &format!("/_sandbox/users/{}/revoke-grant", t.recruiters[0].1),
+                None,
+            )
+            .await;
+        t.world.app.clock.advance(SignedDuration::from_hours(2));
+        sync::run_until_idle(&worker, "w1", 200).await;
+        b.refresh().await.unwrap();
+        assert_eq!(attr(&b, "#sync-health", "data-state").await, "paused");
+        assert_eq!(attr(&b, "#sync-health", "data-attention").await, "true");
+        assert!(
+            text(&b, "#sync-state").await.contains("Paused"),
+            "{}",
+            text(&b, "#sync-state").await
+        );
+        assert!(
+            text(&b, "#sync-summary").await.contains("reauthoriz"),
+            "{}",
+            text(&b, "#sync-summary").await
+        );
+        assert!(
+            text(&b, "#authorize-inbox").await.contains("Reauthorize"),
+            "the way out is one click away"
+        );
+
+        // The admin opens sync health and narrows it to the mailboxes that need help.
+        click(&b, "#avatar").await;
+        follow(&b, "#menu-sign-out").await;
+        sign_in(&b, &t, "ada@talent.example", "ada-password").await;
+        b.goto(&t.world.app.at("/admin/org")).await.unwrap();
+        follow(&b, "#nav-sync-health").await;
+        let riley = format!("#health-{}", t.grant_id(0).await);
+        let sky = format!("#health-{}", t.grant_id(1).await);
+        assert_eq!(attr(&b, &riley, "data-state").await, "paused");
+        assert_eq!(attr(&b, &sky, "data-state").await, "up_to_date");
+        follow(&b, "#filter-attention").await;
+        element(&b, &riley).await;
+        assert!(
+            b.find(fantoccini::Locator::Css(&sky)).await.is_err(),
+            "Sky's mailbox is fine, so the filter hides it"
+        );
+        follow(&b, "#filter-all").await;
+        element(&b, &sky).await;
+    }
+}
