@@ -288,6 +288,9 @@ async fn graph_list(
             Err(e) => return graph_bad_request(app.now(), &h2, "RequestBroker--ParseUri", &e),
         };
         let (msgid, rest) = split_message_id_filter(params.get("$filter"));
+        if msgid.is_some() && app.mail(|m| m.outgoing.take_lookup_refusal(&p.user.email)) {
+            return crate::send_api::graph_lookup_refused(app.now(), &h2);
+        }
         let filter = match rest.as_deref().map(parse_filter).transpose() {
             Ok(f) => f.unwrap_or_default(),
             Err(e) => return graph_bad_request(app.now(), &h2, "BadRequest", &e),
@@ -906,6 +909,11 @@ async fn gmail_list(
             Ok(t) => t,
             Err(e) => return gmail_bad(&e),
         };
+        if terms.iter().any(|t| matches!(t, Term::MsgId(_)))
+            && app.mail(|m| m.outgoing.take_lookup_refusal(&p.user.email))
+        {
+            return crate::send_api::gmail_lookup_refused();
+        }
         let (offset, max) = match (page_token(&params), max_results(&params)) {
             (Ok(o), Ok(m)) => (o, m),
             (Err(r), _) | (_, Err(r)) => return r,

@@ -15,7 +15,9 @@
 //! Due deferred sends are released by [`release_due`], which runs before every request ([`release_layer`]), so
 //! tests drive them with the sandbox clock alone. The control API (`/_sandbox/mailboxes/{user}/sent`,
 //! `.../scheduled`, `/_sandbox/send/...`) lists what was sent and arms "uncertain outcome" rules: the send is
-//! accepted and delivered, but the response hangs or turns into a 504, as when a client times out.
+//! accepted and delivered, but the response hangs or turns into a 504, as when a client times out; and
+//! "lookup refusals": the next Message-ID lookups are refused as a provider refuses a search it cannot run,
+//! so the client cannot tell whether its message went out.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -127,6 +129,50 @@ fn default_hang() -> u64 {
     30_000
 }
 
+/// An armed "the mailbox cannot search by Message-ID" rule: a matching lookup (Graph `$filter` with
+/// `internetMessageId eq`, Gmail `q` with `rfc822msgid:`) is refused the way the provider refuses a search it
+/// cannot run, so a client cannot tell whether its message was sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRefusal {
+    /// Id for listing (assigned).
+    #[serde(default)]
+    pub id: u64,
+    /// Mailbox owner address; every mailbox when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Lookups it refuses before disarming; forever when absent.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Lookups refused so far.
+    #[serde(default)]
+    pub hits: u64,
+}
+
+/// Graph's answer to a `$filter` it cannot run: 400 `InefficientFilter` (PROVIDERS.md §2.2, §3.2).
+pub fn graph_lookup_refused(now: i64, headers: &HeaderMap) -> Response {
+    graph_bad_request(
+        now,
+        headers,
+        "InefficientFilter",
+        "The restriction or sort order is too complex for this operation.",
+    )
+}
+
+/// Gmail's answer to a search it cannot run for this mailbox: 400 `failedPrecondition` (PROVIDERS.md §6.9).
+pub fn gmail_lookup_refused() -> Response {
+    let message = "Precondition check failed.";
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({"error": {
+            "code": 400,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "failedPrecondition"}],
+            "status": "FAILED_PRECONDITION",
+        }}),
+    )
+}
+
 /// State of a send as the control API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,6 +271,8 @@ pub struct Outgoing {
     pub records: Vec<SendRecord>,
     /// Armed uncertain-outcome rules.
     pub uncertain: Vec<UncertainRule>,
+    /// Armed lookup refusals.
+    pub lookup_refusals: Vec<LookupRefusal>,
     graph_drafts: HashMap<(String, u32), GraphDraft>,
     gmail_drafts: HashMap<String, (String, u32)>,
     uploads: HashMap<String, UploadSession>,
@@ -276,6 +324,26 @@ impl Outgoing {
         }
         Some(hit)
     }
+
+    /// Whether an armed refusal hits this Message-ID lookup in `user`'s mailbox (counting it).
+    pub fn take_lookup_refusal(&mut self, user: &str) -> bool {
+        let Some(i) = self
+            .lookup_refusals
+            .iter()
+            .position(|r| r.user.as_ref().is_none_or(|u| u.eq_ignore_ascii_case(user)))
+        else {
+            return false;
+        };
+        let r = &mut self.lookup_refusals[i];
+        r.hits += 1;
+        if let Some(c) = r.count.as_mut() {
+            *c = c.saturating_sub(1);
+        }
+        if r.count == Some(0) {
+            self.lookup_refusals.remove(i);
+        }
+        true
+    }
 }
 
 /// Routes of the send endpoints and their control API.
@@ -323,6 +391,12 @@ pub fn routes() -> Router<App> {
             get(control_uncertain_list)
                 .post(control_uncertain_add)
                 .delete(control_uncertain_clear),
+        )
+        .route(
+            "/_sandbox/send/lookup_refusals",
+            get(control_refusal_list)
+                .post(control_refusal_add)
+                .delete(control_refusal_clear),
         )
         .route(
             "/_sandbox/send/config",
@@ -2320,6 +2394,33 @@ async fn control_uncertain_add(State(app): State<App>, body: Bytes) -> Response 
 
 async fn control_uncertain_clear(State(app): State<App>) -> Response {
     app.mail(|m| m.outgoing.uncertain.clear());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn control_refusal_list(State(app): State<App>) -> Response {
+    let list = app.mail(|m| m.outgoing.lookup_refusals.clone());
+    json_response(StatusCode::OK, json!({"value": list}))
+}
+
+async fn control_refusal_add(State(app): State<App>, body: Bytes) -> Response {
+    let mut rule: LookupRefusal = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return control_bad(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if rule.count == Some(0) {
+        return control_bad(StatusCode::BAD_REQUEST, "count must be at least 1");
+    }
+    let rule = app.mail(|m| {
+        rule.id = m.outgoing.next();
+        rule.hits = 0;
+        m.outgoing.lookup_refusals.push(rule.clone());
+        rule
+    });
+    json_response(StatusCode::CREATED, json!(rule))
+}
+
+async fn control_refusal_clear(State(app): State<App>) -> Response {
+    app.mail(|m| m.outgoing.lookup_refusals.clear());
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1,7 +1,7 @@
 //! Send endpoints over HTTP: Graph sendMail, drafts, deferred send on the sandbox clock, attachments and
 //! upload sessions; Gmail messages.send, threading, drafts and /upload; delivery between sandbox mailboxes
 //! across providers; validation errors in each provider's shape; the control API's sent / scheduled lists
-//! and the "uncertain outcome" rule.
+//! and the "uncertain outcome" and "lookup refusal" rules.
 
 mod common;
 
@@ -974,6 +974,118 @@ async fn a_hanging_graph_send_is_accepted_before_the_client_times_out() {
     )
     .await;
     assert_eq!(none["value"], json!([]));
+}
+
+#[tokio::test]
+async fn a_lookup_refusal_makes_the_message_id_search_fail_in_each_providers_shape() {
+    let t = start().await;
+    let gtok = gmail_token(&t, HANK).await;
+    let mtok = graph_token(&t, ADELE).await;
+    let raw = rfc822(HANK, ADELE, "Was it sent?", "<r1@hirewire.example>", "");
+    let (st, _, _) = post_json(
+        &t,
+        &gtok,
+        "/gmail/v1/users/me/messages/send",
+        &[],
+        json!({"raw": URL_SAFE.encode(&raw)}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    for user in [HANK, ADELE] {
+        let (st, rule) = t
+            .control(
+                Method::POST,
+                "/_sandbox/send/lookup_refusals",
+                Some(json!({"user": user, "count": 1})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{rule}");
+    }
+    let gmail_lookup = "/gmail/v1/users/me/messages?q=rfc822msgid:%3Cr1@hirewire.example%3E";
+    // A search without a Message-ID is not a lookup: the rule leaves it alone.
+    let (st, _, other) = send(
+        &t,
+        Method::GET,
+        &gtok,
+        "/gmail/v1/users/me/messages?q=in:sent",
+        &[],
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{other}");
+    let (st, _, e) = send(&t, Method::GET, &gtok, gmail_lookup, &[], None, "").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["errors"][0]["reason"], "failedPrecondition");
+    assert_eq!(e["error"]["status"], "FAILED_PRECONDITION");
+    assert_shape("google/api-error-not-found.json", &e);
+    let graph_lookup = format!(
+        "/v1.0/me/messages?$filter={}",
+        url::form_urlencoded::byte_serialize(b"internetMessageId eq '<r1@hirewire.example>'")
+            .collect::<String>()
+    );
+    let (st, _, e) = send(
+        &t,
+        Method::GET,
+        &mtok,
+        &graph_lookup,
+        &[IMMUTABLE],
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["code"], "InefficientFilter");
+    assert_shape("microsoft/graph-error.json", &e);
+    // Each rule was for one lookup: the next ones answer.
+    let (_, rules) = t
+        .control(Method::GET, "/_sandbox/send/lookup_refusals", None)
+        .await;
+    assert_eq!(rules["value"], json!([]));
+    let (st, _, found) = send(&t, Method::GET, &gtok, gmail_lookup, &[], None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(found["messages"].as_array().unwrap().len(), 1);
+    let (st, _, found) = send(
+        &t,
+        Method::GET,
+        &mtok,
+        &graph_lookup,
+        &[IMMUTABLE],
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{found}");
+    assert_eq!(
+        found["value"].as_array().unwrap().len(),
+        1,
+        "delivered to Adele"
+    );
+    // Armed without a user and count, it refuses every lookup until cleared.
+    t.control(
+        Method::POST,
+        "/_sandbox/send/lookup_refusals",
+        Some(json!({})),
+    )
+    .await;
+    for _ in 0..2 {
+        let (st, _, _) = send(&t, Method::GET, &gtok, gmail_lookup, &[], None, "").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+    }
+    let (st, _) = t
+        .control(Method::DELETE, "/_sandbox/send/lookup_refusals", None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = send(&t, Method::GET, &gtok, gmail_lookup, &[], None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, e) = t
+        .control(
+            Method::POST,
+            "/_sandbox/send/lookup_refusals",
+            Some(json!({"count": 0})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
 }
 
 fn golden(rel: &str) -> Value {

@@ -8,7 +8,9 @@
 //! `outbox` table) — all before any provider call.
 //!
 //! A worker ([`run_one`], [`spawn_worker`]) claims due rows with a fenced
-//! lease longer than the provider timeout and sends them:
+//! lease and sends them. The lease is renewed when the provider call starts
+//! and the call is cut off at three quarters of it (an unknown outcome), so
+//! no other worker can take a row over while its send may still be landing:
 //! - **At most once, then reconcile.** A row whose previous attempt ended in
 //!   an uncertain outcome (timeout, 500/502/504 on the commit request, or a
 //!   worker that died mid-send) is looked up by its `Message-ID` first: found
@@ -92,8 +94,11 @@ fn bucket(user: UserId) -> u32 {
 pub struct OutboxConfig {
     /// Who has it.
     pub rollout: Rollout,
-    /// How long a worker holds a claimed message: longer than the provider
-    /// HTTP timeout (with its retries), so a slow send is never claimed twice.
+    /// How long a worker holds a claimed message. Renewed when the provider
+    /// call starts; the call is cut off at three quarters of it (its outcome
+    /// then unknown: looked up before anything else), so a slow send is never
+    /// claimed twice. Best kept above the provider HTTP timeout (30 s), so
+    /// a slow provider is not cut off early.
     pub lease: Duration,
     /// How often an idle worker looks for due messages.
     pub poll_interval: Duration,
@@ -793,7 +798,10 @@ async fn decide(
     if item.needs_lookup {
         // The lookup is a provider call too: it counts, so a mailbox that can
         // never answer ends in "needs attention" rather than looping.
-        state.store.begin_outbox_send(id, token, now).await?;
+        state
+            .store
+            .begin_outbox_send(id, token, now, cfg.lease)
+            .await?;
         attempts += 1;
         match sender.find_by_message_id(&access, &item.message_id).await {
             Ok(Lookup::Found(found)) => {
@@ -901,24 +909,44 @@ async fn decide(
             ));
         }
     };
-    state.store.begin_outbox_send(id, token, now).await?;
+    state
+        .store
+        .begin_outbox_send(id, token, now, cfg.lease)
+        .await?;
     let attempt = attempts + 1;
-    let result = match (&draft_id, provider) {
-        (Some(d), Provider::Microsoft) => sender
-            .send_draft(&access, d)
-            .await
-            .map(|()| (d.clone(), None)),
-        _ => sender
-            .send(
-                &access,
-                &Outgoing {
-                    raw: &composed.raw,
-                    gmail_thread_id: gmail_thread.as_deref(),
-                    send_at: None,
-                },
-            )
-            .await
-            .map(|s| (s.provider_message_id, s.thread_id)),
+    // The provider call must end while this worker still holds the lease (just
+    // renewed): past it, another worker may take the row over, look the
+    // message up before this call has landed, and send it a second time. So
+    // the call is cut off at three quarters of the lease, whatever the HTTP
+    // timeout; its outcome is then unknown and the message is looked up first.
+    let call = async {
+        match (&draft_id, provider) {
+            (Some(d), Provider::Microsoft) => sender
+                .send_draft(&access, d)
+                .await
+                .map(|()| (d.clone(), None)),
+            _ => sender
+                .send(
+                    &access,
+                    &Outgoing {
+                        raw: &composed.raw,
+                        gmail_thread_id: gmail_thread.as_deref(),
+                        send_at: None,
+                    },
+                )
+                .await
+                .map(|s| (s.provider_message_id, s.thread_id)),
+        }
+    };
+    let result = match tokio::time::timeout(send_bound(cfg.lease), call).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError::Uncertain {
+            detail: format!(
+                "no answer within {} ms, the outbox lease's share for one send",
+                send_bound(cfg.lease).as_millis()
+            ),
+            draft_id: None,
+        }),
     };
     let now = state.now();
     Ok(match result {
@@ -974,6 +1002,12 @@ async fn decide(
             Turn::Waiting(id),
         ),
     })
+}
+
+/// How long one provider send may take: three quarters of the lease, so a
+/// cut-off request has the last quarter to land before anyone can take over.
+fn send_bound(lease: Duration) -> Duration {
+    lease.saturating_sub(lease / 4)
 }
 
 fn retry_or_fail(

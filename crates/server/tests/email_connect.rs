@@ -487,6 +487,103 @@ async fn a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resen
     assert_eq!(s.sends_of(&item.message_id).await, 1);
 }
 
+/// The provider did take the message but answered 504; the lookup that
+/// follows is refused by the mailbox (it cannot search by Message-ID), so
+/// nobody can tell whether it went out: the message needs a person, the
+/// recruiter is told on the candidate page and the Scheduled list, and it is
+/// never sent again.
+async fn an_uncertain_send_then_an_inconclusive_lookup_needs_attention_and_is_never_resent(
+    db: TestDb,
+    provider: &str,
+) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|c| c.max_attempts = 5);
+    s.world
+        .control(
+            Method::POST,
+            "/_sandbox/send/uncertain",
+            Some(json!({"mode": "gateway_timeout", "count": 1})),
+        )
+        .await;
+    let item = outbox::submit(&w, &s.riley, s.candidate, s.input("Did it go?"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Retry(item.id))
+    );
+    assert_eq!(
+        s.sends_of(&item.message_id).await,
+        1,
+        "the provider took it"
+    );
+    s.world
+        .control(
+            Method::POST,
+            "/_sandbox/send/lookup_refusals",
+            Some(json!({"user": s.mailbox})),
+        )
+        .await;
+    s.advance(60);
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::NeedsAttention(item.id)),
+        "settled by the first refused lookup, with attempts to spare"
+    );
+    let held = s
+        .world
+        .app
+        .store
+        .outbox_item(s.org, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.status, OutboxStatus::NeedsAttention);
+    assert_eq!(held.attempts, 2, "one send and one lookup: {held:?}");
+    let why = held.last_error.clone().unwrap_or_default();
+    let provider_words = if provider == "microsoft" {
+        "InefficientFilter"
+    } else {
+        "failedPrecondition"
+    };
+    assert!(
+        why.contains(provider_words) && why.contains("will not send it again"),
+        "the reason names the mailbox's answer and that nothing is resent: {why}"
+    );
+    let client = s
+        .world
+        .app
+        .signed_in("riley@talent.example", "riley-password")
+        .await;
+    for path in [format!("/candidates/{}", s.candidate), "/scheduled".into()] {
+        let page = client
+            .get(s.world.app.at(&path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let start = page
+            .find(&format!("id=\"outbox-{}\"", item.id))
+            .unwrap_or_else(|| panic!("{path} lists the message: {page}"));
+        let row = page[start..].split("</li>").next().unwrap();
+        assert!(
+            row.contains("Needs attention")
+                && row.contains(provider_words)
+                && row.contains("will not send it again"),
+            "{path} shows the recruiter it needs attention and why: {row}"
+        );
+    }
+    // Nothing ever sends it again, however long the workers keep going.
+    s.world
+        .control(Method::DELETE, "/_sandbox/send/lookup_refusals", None)
+        .await;
+    s.advance(24 * 3600);
+    assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), None);
+    assert_eq!(s.sends_of(&item.message_id).await, 1, "never resent");
+}
+
 async fn a_reply_continues_the_timeline_conversation(db: TestDb, provider: &str) {
     let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
     let w = s.worker(|_| {});
@@ -601,7 +698,12 @@ async fn a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_sen
         .unwrap()
         .unwrap();
     store
-        .begin_outbox_send(item.id, claimed.fencing_token, s.world.app.now())
+        .begin_outbox_send(
+            item.id,
+            claimed.fencing_token,
+            s.world.app.now(),
+            Duration::from_secs(120),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -663,6 +765,14 @@ both_backends! {
 
     async fn gmail_unsettled_lookup_needs_attention_and_never_resends(db: TestDb) {
         a_lookup_that_cannot_settle_the_outcome_needs_attention_and_never_resends(db, "google").await;
+    }
+
+    async fn graph_uncertain_send_then_inconclusive_lookup_needs_attention_never_resent(db: TestDb) {
+        an_uncertain_send_then_an_inconclusive_lookup_needs_attention_and_is_never_resent(db, "microsoft").await;
+    }
+
+    async fn gmail_uncertain_send_then_inconclusive_lookup_needs_attention_never_resent(db: TestDb) {
+        an_uncertain_send_then_an_inconclusive_lookup_needs_attention_and_is_never_resent(db, "google").await;
     }
 
     async fn graph_reply_continues_the_timeline_conversation(db: TestDb) {

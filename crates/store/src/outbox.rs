@@ -700,21 +700,27 @@ impl Store {
     }
 
     /// Records that the holder of the lease is about to call the provider
-    /// (one attempt more). `StaleLease` when the lease is no longer held.
+    /// (one attempt more), and renews the lease to `now + lease`, so the call
+    /// starts with a whole lease ahead of it however long the steps before it
+    /// took (the caller bounds the call within that lease). `StaleLease` when
+    /// the lease is no longer held.
     pub async fn begin_outbox_send(
         &self,
         id: OutboxId,
         fencing_token: i64,
         now: Timestamp,
+        lease: Duration,
     ) -> Result<(), StoreError> {
+        let until = ms(now).saturating_add(duration_ms(lease));
         let rows = write_tx!(self, |tx| sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, attempted_at = $3, hold_reason = NULL, \
-               version = version + 1, updated_at = $3 \
+               lease_until = $4, version = version + 1, updated_at = $3 \
              WHERE id = $1 AND status = 'sending' AND fencing_token = $2 AND lease_until > $3"
         )
         .bind(id.get())
         .bind(fencing_token)
         .bind(ms(now))
+        .bind(until)
         .execute(&mut *tx)
         .await?
         .rows_affected());

@@ -184,7 +184,11 @@ both_backends! {
         let w = world(&store, "Acme").await;
         let item = queue(&store, &w, "m1@hirewire.test", None, &[]).await;
         let first = store.claim_outbox("w1", t(0), LEASE).await.unwrap().unwrap();
-        store.begin_outbox_send(item.id, first.fencing_token, t(1)).await.unwrap();
+        store.begin_outbox_send(item.id, first.fencing_token, t(1), LEASE).await.unwrap();
+        assert!(
+            store.claim_outbox("w2", t(120), LEASE).await.unwrap().is_none(),
+            "starting the provider call renewed the lease: a whole lease from then"
+        );
         // The first worker stalls past its lease; a second one reclaims the row, which must be looked up first.
         let second = store.claim_outbox("w2", t(200), LEASE).await.unwrap().unwrap();
         assert!(second.fencing_token > first.fencing_token);
@@ -192,7 +196,7 @@ both_backends! {
         assert_eq!(second.item.attempts, 1);
         let sent = OutboxOutcome::Sent { provider_message_id: "p1", provider_thread_id: Some("t1") };
         assert!(matches!(store.finish_outbox(item.id, first.fencing_token, &sent, t(201)).await, Err(StoreError::StaleLease)));
-        assert!(matches!(store.begin_outbox_send(item.id, first.fencing_token, t(201)).await, Err(StoreError::StaleLease)));
+        assert!(matches!(store.begin_outbox_send(item.id, first.fencing_token, t(201), LEASE).await, Err(StoreError::StaleLease)));
         store.finish_outbox(item.id, second.fencing_token, &sent, t(202)).await.unwrap();
         let done = store.outbox_item(w.org, item.id).await.unwrap().unwrap();
         assert_eq!(done.status, OutboxStatus::Sent);
@@ -221,7 +225,7 @@ both_backends! {
         assert_eq!(waiting.hold_reason.as_deref(), Some("pacing"));
 
         let c = store.claim_outbox("w1", t(30), LEASE).await.unwrap().unwrap();
-        store.begin_outbox_send(item.id, c.fencing_token, t(30)).await.unwrap();
+        store.begin_outbox_send(item.id, c.fencing_token, t(30), LEASE).await.unwrap();
         assert_eq!(store.outbox_sends_since(w.grant.id, t(0)).await.unwrap(), vec![t(30)]);
         store.finish_outbox(item.id, c.fencing_token, &OutboxOutcome::Retry { at: t(90), error: "timed out", needs_lookup: true, draft_id: Some("d1") }, t(31)).await.unwrap();
         let retry = store.outbox_item(w.org, item.id).await.unwrap().unwrap();
