@@ -537,15 +537,7 @@ impl CalendarClient {
         match self.provider {
             Provider::Microsoft => {
                 let url = self.graph_url(&["me", "events", provider_event_id])?;
-                let resp = self
-                    .send(
-                        ::http::Method::GET,
-                        &url,
-                        token,
-                        &[PREFER_IMMUTABLE_UTC],
-                        None,
-                    )
-                    .await?;
+                let resp = self.graph_get(&url, token).await?;
                 if self.event_gone(&resp) {
                     return Err(ProviderError::EventGone {
                         provider: Provider::Microsoft,
@@ -577,25 +569,14 @@ impl CalendarClient {
             Provider::Microsoft => {
                 let url = match cursor {
                     Some(c) => self.checked_graph_link(&c.0)?,
-                    None => {
-                        let mut url = url::Url::parse(&self.graph_url(&["me", "calendarView"])?)
-                            .map_err(|e| ProviderError::Protocol(format!("bad Graph URL: {e}")))?;
-                        url.query_pairs_mut()
-                            .append_pair("startDateTime", &window_start.to_string())
-                            .append_pair("endDateTime", &window_end.to_string())
-                            .append_pair("$top", &LIST_PAGE.to_string());
-                        url.into()
-                    }
+                    None => self.graph_window_url(
+                        &["me", "calendarView"],
+                        window_start,
+                        window_end,
+                        &[("$top", &LIST_PAGE.to_string())],
+                    )?,
                 };
-                let resp = self
-                    .send(
-                        ::http::Method::GET,
-                        &url,
-                        token,
-                        &[PREFER_IMMUTABLE_UTC],
-                        None,
-                    )
-                    .await?;
+                let resp = self.graph_get(&url, token).await?;
                 let page: GraphEventList = self.json_or_error(&url, resp)?;
                 Ok(EventsPage {
                     events: page
@@ -664,28 +645,15 @@ impl CalendarClient {
             Provider::Microsoft => {
                 let mut url = match since {
                     Some(c) => self.checked_graph_link(&c.0)?,
-                    None => {
-                        let mut url =
-                            url::Url::parse(&self.graph_url(&["me", "calendarView", "delta"])?)
-                                .map_err(|e| {
-                                    ProviderError::Protocol(format!("bad Graph URL: {e}"))
-                                })?;
-                        url.query_pairs_mut()
-                            .append_pair("startDateTime", &window_start.to_string())
-                            .append_pair("endDateTime", &window_end.to_string());
-                        url.into()
-                    }
+                    None => self.graph_window_url(
+                        &["me", "calendarView", "delta"],
+                        window_start,
+                        window_end,
+                        &[],
+                    )?,
                 };
                 loop {
-                    let resp = self
-                        .send(
-                            ::http::Method::GET,
-                            &url,
-                            token,
-                            &[PREFER_IMMUTABLE_UTC],
-                            None,
-                        )
-                        .await?;
+                    let resp = self.graph_get(&url, token).await?;
                     if !resp.status().is_success() && graph_sync_state_gone(&resp) {
                         return Err(ProviderError::CursorExpired {
                             provider: Provider::Microsoft,
@@ -816,6 +784,35 @@ impl CalendarClient {
             ));
         };
         info.into_busy(address, from, to)
+    }
+
+    /// A GET with immutable ids and UTC times.
+    async fn graph_get(&self, url: &str, token: &Secret) -> Result<Response, ProviderError> {
+        self.send(
+            ::http::Method::GET,
+            url,
+            token,
+            &[PREFER_IMMUTABLE_UTC],
+            None,
+        )
+        .await
+    }
+
+    /// `segments` under Graph with a calendarView window (in UTC) and `extra` query pairs.
+    fn graph_window_url(
+        &self,
+        segments: &[&str],
+        from: Timestamp,
+        to: Timestamp,
+        extra: &[(&str, &str)],
+    ) -> Result<String, ProviderError> {
+        let mut url = url::Url::parse(&self.graph_url(segments)?)
+            .map_err(|e| ProviderError::Protocol(format!("bad Graph URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("startDateTime", &from.to_string())
+            .append_pair("endDateTime", &to.to_string())
+            .extend_pairs(extra);
+        Ok(url.into())
     }
 
     fn graph_url(&self, segments: &[&str]) -> Result<String, ProviderError> {
