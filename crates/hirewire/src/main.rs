@@ -13,6 +13,8 @@ use hirewire_store::{Role, Store, StoreConfig};
 use tokio::net::TcpListener;
 use url::Url;
 
+mod outbox_args;
+
 /// hirewire connects a recruiting workspace to each recruiter's work email and
 /// calendar on Microsoft 365 or Google Workspace.
 #[derive(Parser, Debug)]
@@ -195,6 +197,8 @@ struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "HIREWIRE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     db_max_connections: u32,
+    #[command(flatten)]
+    outbox: outbox_args::OutboxArgs,
 }
 
 #[derive(Args, Debug)]
@@ -472,6 +476,10 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.push.renew_before = Duration::from_secs(args.push_renew_before_hours * 3600);
     config.push.gmail_topic = args.push_gmail_topic.clone();
     config.push.pubsub_audience = args.push_pubsub_audience.clone();
+    config.outbox = args
+        .outbox
+        .apply(config.outbox)
+        .context("outbox settings")?;
     let push = hirewire_server::push_hooks::PushStatus::of(&config);
     tracing::info!(enabled = push.enabled, "{}", push.detail);
     if let Some(base) = &args.provider_base_url {
