@@ -36,8 +36,8 @@ pub fn routes() -> Router<AppState> {
             "/candidates/{id}",
             get(get_candidate).patch(update_candidate),
         )
-        .route("/candidates/{id}/emails", post(add_email))
-        .route("/candidates/{id}/emails/{email}", delete(remove_email))
+        .route("/candidates/{id}/addresses", post(add_address))
+        .route("/candidates/{id}/addresses/{email}", delete(remove_address))
         .route(
             "/candidates/{id}/inmail",
             get(list_inmail).post(create_inmail),
@@ -55,7 +55,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hirewire API", version = "1", description = "Candidates, InMail, email & calendar integrations and the signed-in user. Authenticate with `Authorization: Bearer <token>` from `hirewire token create`."),
-    paths(me, list_candidates, create_candidate, get_candidate, update_candidate, add_email, remove_email, list_inmail, create_inmail,
+    paths(me, list_candidates, create_candidate, get_candidate, update_candidate, add_address, remove_address, list_inmail, create_inmail,
         list_integrations, authorize_integration, deauthorize_integration, get_provider, put_provider),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -222,7 +222,7 @@ struct ListParams {
     limit: Option<u32>,
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit.unwrap_or(50) {
         n @ 1..=200 => Ok(n),
         _ => Err(ApiError::bad_request(
@@ -233,7 +233,9 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 }
 
 /// A `cursor` query value as the id it encodes; empty means the first page.
-fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
+pub(crate) fn parse_cursor<T: std::str::FromStr>(
+    cursor: Option<&str>,
+) -> Result<Option<T>, ApiError> {
     cursor
         .filter(|c| !c.is_empty())
         .map(|c| {
@@ -378,18 +380,19 @@ pub struct AddEmailBody {
     email: String,
 }
 
-/// Adds an address to a candidate.
-#[utoipa::path(post, path = "/candidates/{id}/emails", tag = "candidates", params(("id" = i64, Path),
+/// Adds an email address to a candidate. (Sending an email to a candidate is
+/// `POST /candidates/{id}/emails`.)
+#[utoipa::path(post, path = "/candidates/{id}/addresses", tag = "candidates", params(("id" = i64, Path),
     ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")), request_body = AddEmailBody,
     responses((status = 201, body = CandidateResource), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn add_email(
+async fn add_address(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let path = format!("/candidates/{id}/emails");
+    let path = format!("/candidates/{id}/addresses");
     idempotent(&state, &user, &headers, Method::POST, &path, &body, async {
         let id = parse_id(&id)?;
         let req: AddEmailBody = parse_json(&body)?;
@@ -413,11 +416,11 @@ async fn add_email(
     .await
 }
 
-/// Removes an address from a candidate (compared case-insensitively).
-#[utoipa::path(delete, path = "/candidates/{id}/emails/{email}", tag = "candidates",
+/// Removes an email address from a candidate (compared case-insensitively).
+#[utoipa::path(delete, path = "/candidates/{id}/addresses/{email}", tag = "candidates",
     params(("id" = i64, Path), ("email" = String, Path)),
     responses((status = 200, body = CandidateResource), (status = 404, body = ErrorBody)))]
-async fn remove_email(
+async fn remove_address(
     State(state): State<AppState>,
     ApiCaller(user): ApiCaller,
     Path((id, email)): Path<(String, String)>,

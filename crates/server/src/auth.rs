@@ -46,7 +46,7 @@ impl Viewer {
         self.user.role == Role::Admin
     }
 
-    fn check_csrf(&self, submitted: &str) -> Result<(), PageError> {
+    pub(crate) fn check_csrf(&self, submitted: &str) -> Result<(), PageError> {
         if constant_time_eq(submitted.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {

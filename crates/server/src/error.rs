@@ -124,6 +124,14 @@ impl PageError {
             message: "The page does not exist, or it belongs to another organization.".into(),
         }
     }
+    /// 413: an upload over the limits.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            title: "That upload is too large",
+            message: message.into(),
+        }
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,

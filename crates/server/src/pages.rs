@@ -509,8 +509,6 @@ struct CandidateQuery {
     before: Option<String>,
     /// A Scheduler action's outcome, shown once on the Schedule card.
     scheduling: Option<String>,
-    /// Why the last email was not queued, shown on the compose card.
-    email_error: Option<String>,
 }
 
 async fn candidate_page(
@@ -527,14 +525,14 @@ async fn candidate_page(
         q.scheduling.as_deref(),
         String::new(),
         None,
-        q.email_error,
+        Default::default(),
     )
     .await
     .map(IntoResponse::into_response)
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn render_candidate(
+pub(crate) async fn render_candidate(
     state: &AppState,
     viewer: &Viewer,
     id: &str,
@@ -542,7 +540,7 @@ async fn render_candidate(
     scheduling: Option<&str>,
     draft: String,
     body_error: Option<String>,
-    email_error: Option<String>,
+    compose: crate::compose_pages::ComposeRetry,
 ) -> Result<(StatusCode, Response), PageError> {
     let id: CandidateId = id.parse().map_err(|_| PageError::not_found())?;
     let org = viewer.user.org_id;
@@ -558,7 +556,7 @@ async fn render_candidate(
         .iter()
         .map(|e| e.address.to_string())
         .collect();
-    let compose = crate::compose_pages::card(state, viewer, id, &addresses, email_error).await?;
+    let compose = crate::compose_pages::card(state, viewer, id, &addresses, compose).await?;
     let status = if body_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -605,7 +603,7 @@ async fn write_inmail(
                 None,
                 form.body.clone(),
                 Some(msg),
-                None,
+                Default::default(),
             )
             .await?;
             Ok((status, page).into_response())

@@ -64,12 +64,12 @@ both_backends! {
         assert_eq!(status, 200);
         assert_eq!(renamed["name"], "Élodie Durand-Roy");
 
-        let (status, added) = json_of(api.post(&format!("/candidates/{id}/emails")).json(&json!({"email": "third@x.example"})).send().await.unwrap()).await;
+        let (status, added) = json_of(api.post(&format!("/candidates/{id}/addresses")).json(&json!({"email": "third@x.example"})).send().await.unwrap()).await;
         assert_eq!(status, 201);
         assert_eq!(added["emails"].as_array().unwrap().len(), 3);
 
         // Removal compares by key: case does not matter.
-        let (status, removed) = json_of(api.delete(&format!("/candidates/{id}/emails/ELODIE@example.ORG")).send().await.unwrap()).await;
+        let (status, removed) = json_of(api.delete(&format!("/candidates/{id}/addresses/ELODIE@example.ORG")).send().await.unwrap()).await;
         assert_eq!(status, 200);
         assert_eq!(removed["emails"], json!(["e.d@mailbox.example", "third@x.example"]));
     }
@@ -193,8 +193,8 @@ both_backends! {
         let probes = [
             globex.get(&format!("/candidates/{id}")),
             globex.patch(&format!("/candidates/{id}")).json(&json!({"name": "Hijacked"})),
-            globex.post(&format!("/candidates/{id}/emails")).json(&json!({"email": "evil@x.example"})),
-            globex.delete(&format!("/candidates/{id}/emails/secret@x.example")),
+            globex.post(&format!("/candidates/{id}/addresses")).json(&json!({"email": "evil@x.example"})),
+            globex.delete(&format!("/candidates/{id}/addresses/secret@x.example")),
             globex.get(&format!("/candidates/{id}/inmail")),
             globex.post(&format!("/candidates/{id}/inmail")).json(&json!({"body": "hi"})),
         ];
@@ -239,8 +239,8 @@ async fn the_openapi_document_lists_every_api_route() {
         ("/me", &["get"][..]),
         ("/candidates", &["get", "post"]),
         ("/candidates/{id}", &["get", "patch"]),
-        ("/candidates/{id}/emails", &["post"]),
-        ("/candidates/{id}/emails/{email}", &["delete"]),
+        ("/candidates/{id}/addresses", &["post"]),
+        ("/candidates/{id}/addresses/{email}", &["delete"]),
         ("/candidates/{id}/inmail", &["get", "post"]),
         ("/me/integrations", &["get"]),
         ("/me/integrations/{kind}/authorize", &["post"]),

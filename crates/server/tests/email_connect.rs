@@ -19,7 +19,13 @@ use hirewire_store::{
 };
 use jiff::SignedDuration;
 use reqwest::Method;
+use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
 
 struct Scenario {
     world: World,
@@ -734,6 +740,280 @@ async fn a_worker_that_died_mid_send_is_followed_by_a_lookup_and_exactly_one_sen
     );
 }
 
+/// Serves `state` (an instance on the scenario's store, keys and clock) on a
+/// new loopback port; returns its base URL.
+async fn serve(state: AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hirewire_server::serve(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    url
+}
+
+/// `n` bytes that are not a repeating pattern.
+fn file_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The compose form as a browser sends it (multipart), without files.
+fn compose_form(csrf: &str, to: &str, subject: &str) -> Form {
+    Form::new()
+        .text("_csrf", csrf.to_owned())
+        .text("to", to.to_owned())
+        .text("cc", "lee@talent.example")
+        .text("subject", subject.to_owned())
+        .text("body", "Please **sign** by Friday.")
+        .text("mode", "now")
+}
+
+fn file(name: &str, mime: &str, bytes: Vec<u8>) -> Part {
+    Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .unwrap()
+}
+
+impl Scenario {
+    /// The files of the message with `message_id` as the candidate's mailbox got it.
+    async fn delivered_attachments(&self, message_id: &str) -> Vec<(String, Vec<u8>)> {
+        let m = self
+            .world
+            .control(
+                Method::GET,
+                &format!(
+                    "/_sandbox/mailboxes/{}/messages/{message_id}",
+                    self.candidate_mailbox
+                ),
+                None,
+            )
+            .await;
+        let raw = m["raw"].as_str().expect("the delivered message");
+        use mail_parser::MimeHeaders;
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("delivered MIME parses");
+        parsed
+            .attachments()
+            .map(|a| {
+                (
+                    a.attachment_name().unwrap_or_default().to_owned(),
+                    a.contents().to_vec(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn the_compose_form_sends_attachments_that_arrive_byte_for_byte(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    let client = s
+        .world
+        .app
+        .signed_in("riley@talent.example", "riley-password")
+        .await;
+    let url = s.world.app.at(&format!("/candidates/{}", s.candidate));
+    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("enctype=\"multipart/form-data\""), "{page}");
+    assert!(
+        page.contains("id=\"compose-attachments\" name=\"attachments\" type=\"file\" multiple"),
+        "{page}"
+    );
+    assert!(
+        page.contains("up to 20 MB each, 25 MB in all"),
+        "the limits are shown"
+    );
+    let csrf = hirewire_server::testing::hidden_csrf(&page).unwrap();
+    let small = b"Role: Staff engineer\nTeam: Platform\n".to_vec();
+    // Over 3 MB: Graph takes it through an upload session, Gmail through /upload.
+    let big = file_bytes(3 * 1024 * 1024 + 512 * 1024, 7);
+    let form = compose_form(&csrf, s.candidate_mailbox, "Role details")
+        .part("attachments", file("role.txt", "text/plain", small.clone()))
+        .part(
+            "attachments",
+            file("portfolio.bin", "application/octet-stream", big.clone()),
+        );
+    let resp = client
+        .post(
+            s.world
+                .app
+                .at(&format!("/candidates/{}/email", s.candidate)),
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "queued, back to the page");
+    let items = s
+        .world
+        .app
+        .store
+        .list_outbox(s.org, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    let files: Vec<(&str, &str, u64)> = item
+        .attachments
+        .iter()
+        .map(|a| (a.filename.as_str(), a.content_type.as_str(), a.size))
+        .collect();
+    assert_eq!(
+        files,
+        vec![
+            ("role.txt", "text/plain", small.len() as u64),
+            (
+                "portfolio.bin",
+                "application/octet-stream",
+                big.len() as u64
+            )
+        ]
+    );
+    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    let start = page.find(&format!("id=\"outbox-{}\"", item.id)).unwrap();
+    let row = page[start..].split("</li>").next().unwrap();
+    assert!(
+        row.contains("role.txt (36 B)") && row.contains("portfolio.bin (3.5 MB)"),
+        "the outgoing item names its files with their sizes: {row}"
+    );
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(item.id))
+    );
+    let record = s
+        .sent_records()
+        .await
+        .into_iter()
+        .find(|r| {
+            r["message_id"]
+                .as_str()
+                .and_then(normalize_message_id)
+                .as_deref()
+                == Some(item.message_id.as_str())
+        })
+        .expect("in the sender's Sent");
+    assert_eq!(record["attachments"], json!(["role.txt", "portfolio.bin"]));
+    let delivered = s.delivered_attachments(&item.message_id).await;
+    let names: Vec<&str> = delivered.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["role.txt", "portfolio.bin"],
+        "the candidate got both files"
+    );
+    assert!(delivered[0].1 == small, "role.txt arrives byte for byte");
+    assert!(
+        delivered[1].1.len() == big.len() && delivered[1].1 == big,
+        "portfolio.bin arrives byte for byte ({} of {} bytes)",
+        delivered[1].1.len(),
+        big.len()
+    );
+}
+
+async fn the_api_sends_now_and_reports_status_with_the_provider_ids(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider, AccessLevelSetting::SendAndView, true).await;
+    let w = s.worker(|_| {});
+    let token = s.world.app.api_token(&s.riley).await;
+    let api = s.world.app.api(&token);
+    let resp = api
+        .post(&format!("/candidates/{}/emails", s.candidate))
+        .json(&json!({"to": [s.candidate_mailbox], "subject": "Now", "body_markdown": "Hello **Jordan**",
+            "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["status"], "sending", "{created}");
+    assert_eq!(created["editable"], true);
+    assert_eq!(created["provider_message_id"], Value::Null);
+    assert_eq!(created["attachments"][0]["size"], 5);
+    let id = created["id"].as_i64().unwrap();
+    let message_id = created["message_id"].as_str().unwrap().to_owned();
+    assert!(
+        message_id.contains('@'),
+        "fixed before any send: {message_id}"
+    );
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(hirewire_store::OutboxId(id)))
+    );
+    let email: Value = api
+        .get(&format!("/emails/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(email["status"], "sent", "{email}");
+    assert_eq!(email["editable"], false);
+    assert_eq!(email["message_id"], message_id.as_str());
+    assert!(
+        email["provider_message_id"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{email}"
+    );
+    assert!(
+        email["provider_thread_id"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{email}"
+    );
+    assert!(email["sent_at"].is_string());
+    assert_eq!(s.sends_of(&message_id).await, 1);
+    // A sent email can no longer be changed.
+    for resp in [
+        api.patch(&format!("/scheduled-emails/{id}"))
+            .json(&json!({"subject": "Too late"}))
+            .send()
+            .await
+            .unwrap(),
+        api.delete(&format!("/scheduled-emails/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(resp.status(), 409);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "already_sent", "{body}");
+    }
+    // Sent emails are left out of the scheduled list unless asked for.
+    let open: Value = api
+        .get("/scheduled-emails")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(open["data"], json!([]));
+    let sent: Value = api
+        .get("/scheduled-emails?status=sent")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["data"][0]["id"], id);
+    assert_eq!(
+        sent["data"][0]["provider_message_id"],
+        email["provider_message_id"]
+    );
+}
+
 both_backends! {
     async fn graph_send_now_lands_with_the_candidate_and_appears_once_in_the_timeline(db: TestDb) {
         send_now_lands_with_the_candidate_and_syncs_once(db, "microsoft").await;
@@ -837,7 +1117,7 @@ both_backends! {
         let token = s.world.app.api_token(&s.riley).await;
         let api = s.world.app.api(&token);
         let resp = api
-            .post(&format!("/candidates/{}/messages", s.candidate))
+            .post(&format!("/candidates/{}/emails", s.candidate))
             .json(&json!({"to": [s.candidate_mailbox], "subject": "Hi", "body_markdown": "Hello"}))
             .send()
             .await
@@ -911,64 +1191,309 @@ both_backends! {
         assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Sent(b.id)));
     }
 
-    async fn the_api_queues_lists_edits_and_cancels_and_refuses_header_injection(db: TestDb) {
+    async fn graph_compose_form_attachments_arrive_byte_for_byte(db: TestDb) {
+        the_compose_form_sends_attachments_that_arrive_byte_for_byte(db, "microsoft").await;
+    }
+
+    async fn gmail_compose_form_attachments_arrive_byte_for_byte(db: TestDb) {
+        the_compose_form_sends_attachments_that_arrive_byte_for_byte(db, "google").await;
+    }
+
+    async fn graph_api_send_now_reports_status_and_provider_ids(db: TestDb) {
+        the_api_sends_now_and_reports_status_with_the_provider_ids(db, "microsoft").await;
+    }
+
+    async fn gmail_api_send_now_reports_status_and_provider_ids(db: TestDb) {
+        the_api_sends_now_and_reports_status_with_the_provider_ids(db, "google").await;
+    }
+
+    async fn an_upload_over_the_limits_is_refused_on_the_page_keeping_what_was_typed(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let small = serve(s.worker(|c| {
+            c.max_attachment_bytes = 64 * 1024;
+            c.max_total_attachment_bytes = 96 * 1024;
+        }))
+        .await;
+        let client = s.world.app.signed_in("riley@talent.example", "riley-password").await;
+        let page_url = format!("{small}/candidates/{}", s.candidate);
+        let post_url = format!("{small}/candidates/{}/email", s.candidate);
+        let page = client.get(&page_url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("up to 64 KB each, 96 KB in all"), "{page}");
+        let csrf = hirewire_server::testing::hidden_csrf(&page).unwrap();
+        let outbox_len = || async { s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap().len() };
+
+        // One file over the per-file limit.
+        let form = compose_form(&csrf, s.candidate_mailbox, "Offer letter")
+            .part("attachments", file("offer.pdf", "application/pdf", file_bytes(200 * 1024, 1)));
+        let resp = client.post(&post_url).multipart(form).send().await.unwrap();
+        assert_eq!(resp.status(), 413, "a clear refusal, not a reset connection");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("id=\"compose-error\""), "{page}");
+        assert!(page.contains("is 200 KB; attachments can be at most 64 KB each."), "{page}");
+        assert!(page.contains("value=\"Offer letter\""), "the subject is kept");
+        assert!(page.contains("value=\"lee@talent.example\""), "the Cc is kept");
+        assert!(page.contains("Please **sign** by Friday.</textarea>"), "the body is kept");
+        assert!(page.contains(&format!("value=\"{}\" checked", s.candidate_mailbox)), "the To is kept");
+        assert!(!page.contains("value=\"jordan.other@talentmail.example\" checked"), "only the To that was ticked");
+        let again = page.split("id=\"compose-files-again\"").nth(1).expect("asks for the files again");
+        assert!(again.split("</div>").next().unwrap().contains("offer.pdf"), "{again}");
+        assert_eq!(outbox_len().await, 0);
+
+        // Files each under the limit, together over it.
+        let form = compose_form(&csrf, s.candidate_mailbox, "Offer letter")
+            .part("attachments", file("one.pdf", "application/pdf", file_bytes(60 * 1024, 2)))
+            .part("attachments", file("two.pdf", "application/pdf", file_bytes(60 * 1024, 3)));
+        let resp = client.post(&post_url).multipart(form).send().await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("The attachments add up to more than 96 KB"), "{page}");
+        assert_eq!(outbox_len().await, 0);
+
+        // A forged form (no session CSRF token) is refused, with its files.
+        let form = compose_form("forged", s.candidate_mailbox, "Forged")
+            .part("attachments", file("x.pdf", "application/pdf", file_bytes(1024, 4)));
+        let resp = client.post(&post_url).multipart(form).send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(outbox_len().await, 0);
+
+        // Within the limits it is queued.
+        let form = compose_form(&csrf, s.candidate_mailbox, "Offer letter")
+            .part("attachments", file("offer.pdf", "application/pdf", file_bytes(50 * 1024, 5)));
+        let resp = client.post(&post_url).multipart(form).send().await.unwrap();
+        assert_eq!(resp.status(), 303);
+        let items = s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].attachments[0].size, 50 * 1024);
+        assert_eq!(items[0].cc, vec!["lee@talent.example".to_owned()]);
+
+        // The API: one file over the limit is 422, a body over the encoded limit 413.
+        let token = s.world.app.api_token(&s.riley).await;
+        let http = reqwest::Client::new();
+        let post = |attachment: Vec<u8>| {
+            let b64 = base64_encode(&attachment);
+            http.post(format!("{small}/api/v1/candidates/{}/emails", s.candidate))
+                .bearer_auth(&token)
+                .json(&json!({"to": [s.candidate_mailbox], "subject": "Big", "body_markdown": "x",
+                    "attachments": [{"filename": "big.bin", "content_base64": b64}]}))
+                .send()
+        };
+        let resp = post(file_bytes(100 * 1024, 6)).await.unwrap();
+        assert_eq!(resp.status(), 422);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "attachment_too_large");
+        let resp = post(file_bytes(2 * 1024 * 1024, 7)).await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "request_too_large");
+        assert_eq!(outbox_len().await, 1);
+    }
+
+    async fn the_api_schedules_edits_and_cancels_an_email_and_replays_an_idempotent_retry(db: TestDb) {
         let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
         let token = s.world.app.api_token(&s.riley).await;
         let api = s.world.app.api(&token);
         let at = (s.world.app.now() + SignedDuration::from_hours(24)).to_string();
         let request = json!({"to": [s.candidate_mailbox], "subject": "Tomorrow", "body_markdown": "Hi", "send_at": at,
             "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]});
-        let post = || {
-            api.post(&format!("/candidates/{}/messages", s.candidate))
+        let post = |body: &Value| {
+            api.post(&format!("/candidates/{}/emails", s.candidate))
                 .header("Idempotency-Key", "schedule-1")
-                .json(&request)
+                .json(body)
+                .send()
         };
-        let resp = post().send().await.unwrap();
+        let resp = post(&request).await.unwrap();
         assert_eq!(resp.status(), 201);
         let created: Value = resp.json().await.unwrap();
-        let repeated: Value = post().send().await.unwrap().json().await.unwrap();
-        assert_eq!(repeated["id"], created["id"], "a retry with the same Idempotency-Key queues nothing new");
-        assert_eq!(created["status"], "queued");
-        assert!(created["message_id"].as_str().unwrap().contains('@'));
-        assert_eq!(created["attachments"][0]["size"], 5);
+        assert_eq!(created["status"], "scheduled", "{created}");
+        assert_eq!(created["send_at"], at.as_str());
+        let replay = post(&request).await.unwrap();
+        assert_eq!(replay.status(), 201);
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        let repeated: Value = replay.json().await.unwrap();
+        assert_eq!(repeated["id"], created["id"], "a retry with the same Idempotency-Key returns the same email");
+        assert_eq!(repeated["message_id"], created["message_id"]);
+        let other = post(&json!({"to": [s.candidate_mailbox], "subject": "Other", "body_markdown": "Hi"})).await.unwrap();
+        assert_eq!(other.status(), 422);
+        let body: Value = other.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+        assert_eq!(s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap().len(), 1, "one email");
         let id = created["id"].as_i64().unwrap();
-        let list: Value = api.get("/outbox?status=queued").send().await.unwrap().json().await.unwrap();
+
+        let list: Value = api.get("/scheduled-emails").send().await.unwrap().json().await.unwrap();
         assert_eq!(list["data"].as_array().unwrap().len(), 1);
-        let patched: Value = api
-            .patch(&format!("/outbox/{id}"))
-            .json(&json!({"subject": "Tomorrow, moved"}))
+        assert_eq!(list["data"][0]["status"], "scheduled");
+        assert_eq!(list["next_cursor"], Value::Null);
+        let one: Value = api.get(&format!("/scheduled-emails/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(one["subject"], "Tomorrow");
+
+        let later = (s.world.app.now() + SignedDuration::from_hours(48)).to_string();
+        let resp = api
+            .patch(&format!("/scheduled-emails/{id}"))
+            .json(&json!({"subject": "Tomorrow, moved", "send_at": later, "to": [s.candidate_mailbox, "JORDAN.OTHER@talentmail.example"], "cc": ["lee@talent.example"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let patched: Value = resp.json().await.unwrap();
+        assert_eq!(patched["subject"], "Tomorrow, moved");
+        assert_eq!(patched["send_at"], later.as_str());
+        assert_eq!(patched["to"], json!([s.candidate_mailbox, "jordan.other@talentmail.example"]));
+        assert_eq!(patched["cc"], json!(["lee@talent.example"]));
+        for (change, code) in [
+            (json!({"subject": "Hi\r\nBcc: x@evil.example"}), "header_injection"),
+            (json!({"subject": "  "}), "subject_required"),
+            (json!({"to": ["stranger@elsewhere.example"]}), "recipient_not_candidate"),
+            (json!({"to": []}), "no_recipient"),
+            (json!({"cc": ["not an address"]}), "invalid_address"),
+            (json!({"cc": ["a@b.example\r\nBcc: x@evil.example"]}), "header_injection"),
+            (json!({"send_at": "tomorrow"}), "invalid_send_at"),
+            (json!({"send_at": "2020-01-01T00:00:00Z"}), "send_at_in_past"),
+            (json!({"priority": "high"}), "invalid_field"),
+        ] {
+            let resp = api.patch(&format!("/scheduled-emails/{id}")).json(&change).send().await.unwrap();
+            assert_eq!(resp.status(), 422, "{change}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], code, "{change}: {body}");
+        }
+        let unchanged: Value = api.get(&format!("/emails/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(unchanged["subject"], "Tomorrow, moved", "refused edits change nothing");
+
+        let deleted = api.delete(&format!("/scheduled-emails/{id}")).send().await.unwrap();
+        assert_eq!(deleted.status(), 200);
+        let deleted: Value = deleted.json().await.unwrap();
+        assert_eq!(deleted["status"], "cancelled");
+        let again = api.delete(&format!("/scheduled-emails/{id}")).send().await.unwrap();
+        assert_eq!(again.status(), 409);
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_editable");
+        let resp = api.patch(&format!("/scheduled-emails/{id}")).json(&json!({"subject": "x"})).send().await.unwrap();
+        assert_eq!(resp.status(), 409);
+        let open: Value = api.get("/scheduled-emails").send().await.unwrap().json().await.unwrap();
+        assert_eq!(open["data"], json!([]), "a cancelled email is not listed by default");
+        let cancelled: Value = api.get("/scheduled-emails?status=cancelled").send().await.unwrap().json().await.unwrap();
+        assert_eq!(cancelled["data"][0]["id"], id);
+    }
+
+    async fn the_api_refuses_bad_new_emails_with_stable_codes_and_stores_nothing(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let token = s.world.app.api_token(&s.riley).await;
+        let api = s.world.app.api(&token);
+        let to = s.candidate_mailbox;
+        for (body, status, code) in [
+            (json!({"to": [to], "subject": "Hi\r\nBcc: x@evil.example", "body_markdown": "Hi"}), 422, "header_injection"),
+            (json!({"to": [to], "cc": ["x@y.example\nBcc: z@evil.example"], "subject": "Hi", "body_markdown": "Hi"}), 422, "header_injection"),
+            (json!({"to": ["stranger@elsewhere.example"], "subject": "Hi", "body_markdown": "Hi"}), 422, "recipient_not_candidate"),
+            (json!({"to": [], "subject": "Hi", "body_markdown": "Hi"}), 422, "no_recipient"),
+            (json!({"to": [to], "cc": ["nobody"], "subject": "Hi", "body_markdown": "Hi"}), 422, "invalid_address"),
+            (json!({"to": [to], "subject": "", "body_markdown": "Hi"}), 422, "subject_required"),
+            (json!({"to": [to], "subject": "Hi", "body_markdown": "  "}), 422, "body_required"),
+            (json!({"to": [to], "subject": "Hi", "body_markdown": "Hi", "send_at": "next week"}), 422, "invalid_send_at"),
+            (json!({"to": [to], "subject": "Hi", "body_markdown": "Hi", "send_at": "2020-01-01T00:00:00Z"}), 422, "send_at_in_past"),
+            (json!({"to": [to], "subject": "Hi", "body_markdown": "Hi", "attachments": [{"filename": "a", "content_base64": "***"}]}), 422, "invalid_attachment"),
+            (json!({"to": [to], "subject": "Hi", "body_markdown": "Hi", "bcc": ["x@y.example"]}), 422, "invalid_field"),
+        ] {
+            let resp = api.post(&format!("/candidates/{}/emails", s.candidate)).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), status, "{body}");
+            let err: Value = resp.json().await.unwrap();
+            assert_eq!(err["error"]["code"], code, "{body}: {err}");
+        }
+        let resp = api.post(&format!("/candidates/{}/emails", s.candidate)).body("{not json").send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let resp = api.post("/candidates/999999/emails").json(&json!({"to": [to], "subject": "Hi", "body_markdown": "Hi"})).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap().is_empty());
+    }
+
+    async fn another_users_or_another_orgs_email_is_not_found(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let riley = s.world.app.api(&s.world.app.api_token(&s.riley).await);
+        let at = (s.world.app.now() + SignedDuration::from_hours(3)).to_string();
+        let created: Value = riley
+            .post(&format!("/candidates/{}/emails", s.candidate))
+            .json(&json!({"to": [s.candidate_mailbox], "subject": "Mine", "body_markdown": "Hi", "send_at": at}))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        assert_eq!(patched["subject"], "Tomorrow, moved");
-        let deleted = api.delete(&format!("/outbox/{id}")).send().await.unwrap();
-        assert_eq!(deleted.status(), 200);
-        let again = api.delete(&format!("/outbox/{id}")).send().await.unwrap();
-        assert_eq!(again.status(), 409);
-        let body: Value = again.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "not_queued");
-        for (subject, code) in [("Hi\r\nBcc: x@evil.example", "header_injection")] {
-            let resp = api
-                .post(&format!("/candidates/{}/messages", s.candidate))
-                .json(&json!({"to": [s.candidate_mailbox], "subject": subject, "body_markdown": "Hi"}))
+        let id = created["id"].as_i64().unwrap();
+        let sam = s.world.app.user(s.org, "sam@talent.example", RECRUITER, "sam-password").await;
+        let elsewhere = s.world.app.org("Elsewhere", &["elsewhere.example"]).await;
+        let eve = s.world.app.user(elsewhere, "eve@elsewhere.example", RECRUITER, "eve-password").await;
+        for other in [sam, eve] {
+            let api = s.world.app.api(&s.world.app.api_token(&other).await);
+            for resp in [
+                api.get(&format!("/emails/{id}")).send().await.unwrap(),
+                api.get(&format!("/scheduled-emails/{id}")).send().await.unwrap(),
+                api.patch(&format!("/scheduled-emails/{id}")).json(&json!({"subject": "Theirs"})).send().await.unwrap(),
+                api.delete(&format!("/scheduled-emails/{id}")).send().await.unwrap(),
+            ] {
+                assert_eq!(resp.status(), 404, "{}", other.email.as_str());
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "not_found");
+            }
+            let list: Value = api.get("/scheduled-emails?status=scheduled,cancelled,sent").send().await.unwrap().json().await.unwrap();
+            assert_eq!(list["data"], json!([]), "{}", other.email.as_str());
+        }
+        for missing in ["/emails/999999", "/emails/abc", "/scheduled-emails/abc"] {
+            assert_eq!(riley.get(missing).send().await.unwrap().status(), 404, "{missing}");
+        }
+        let still: Value = riley.get(&format!("/emails/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(still["status"], "scheduled");
+        assert_eq!(still["subject"], "Mine");
+    }
+
+    async fn the_scheduled_list_pages_and_says_why_an_email_is_held(db: TestDb) {
+        let s = scenario(&db, "google", AccessLevelSetting::SendAndView, true).await;
+        let token = s.world.app.api_token(&s.riley).await;
+        let api = s.world.app.api(&token);
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let at = (s.world.app.now() + SignedDuration::from_hours(1 + n)).to_string();
+            let created: Value = api
+                .post(&format!("/candidates/{}/emails", s.candidate))
+                .json(&json!({"to": [s.candidate_mailbox], "subject": format!("Email {n}"), "body_markdown": "Hi", "send_at": at}))
                 .send()
                 .await
+                .unwrap()
+                .json()
+                .await
                 .unwrap();
-            assert_eq!(resp.status(), 422);
-            let body: Value = resp.json().await.unwrap();
-            assert_eq!(body["error"]["code"], code);
+            ids.push(created["id"].as_i64().unwrap());
         }
-        let resp = api
-            .post(&format!("/candidates/{}/messages", s.candidate))
-            .json(&json!({"to": ["stranger@elsewhere.example"], "subject": "Hi", "body_markdown": "Hi"}))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "recipient_not_candidate");
+        let first: Value = api.get("/scheduled-emails?limit=2").send().await.unwrap().json().await.unwrap();
+        let got: Vec<i64> = first["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        assert_eq!(got, vec![ids[2], ids[1]], "newest first");
+        let cursor = first["next_cursor"].as_str().expect("a next page");
+        let second: Value = api.get(&format!("/scheduled-emails?limit=2&cursor={cursor}")).send().await.unwrap().json().await.unwrap();
+        let got: Vec<i64> = second["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        assert_eq!(got, vec![ids[0]]);
+        assert_eq!(second["next_cursor"], Value::Null);
+        for (query, code) in [("limit=0", "invalid_limit"), ("limit=201", "invalid_limit"), ("cursor=xyz", "invalid_cursor"), ("status=lost", "invalid_status")] {
+            let resp = api.get(&format!("/scheduled-emails?{query}")).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{query}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["code"], code, "{query}");
+        }
+        // The admin sets email access to View only: at its time the first one is held, with why.
+        s.world.use_provider(s.org, "google", None, AccessLevelSetting::ViewOnly).await;
+        s.advance(3600);
+        let w = s.worker(|_| {});
+        assert_eq!(outbox::run_one(&w, "w1").await.unwrap(), Some(Turn::Waiting(hirewire_store::OutboxId(ids[0]))));
+        let held: Value = api.get(&format!("/emails/{}", ids[0])).send().await.unwrap().json().await.unwrap();
+        assert_eq!(held["status"], "held", "{held}");
+        assert!(held["status_reason"].as_str().unwrap().contains("View only"), "{held}");
+        assert_eq!(held["editable"], true, "a held email can still be edited or cancelled");
+        let only_held: Value = api.get("/scheduled-emails?status=held").send().await.unwrap().json().await.unwrap();
+        let got: Vec<i64> = only_held["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        assert_eq!(got, vec![ids[0]]);
+        let only_scheduled: Value = api.get("/scheduled-emails?status=scheduled&limit=1").send().await.unwrap().json().await.unwrap();
+        assert_eq!(only_scheduled["data"][0]["id"], ids[2]);
+        let cursor = only_scheduled["next_cursor"].as_str().unwrap();
+        let rest: Value = api.get(&format!("/scheduled-emails?status=scheduled&limit=1&cursor={cursor}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(rest["data"][0]["id"], ids[1], "the held one is skipped");
+        assert_eq!(rest["next_cursor"], Value::Null);
     }
 
     async fn the_compose_form_sends_now_and_schedules_in_the_recruiters_zone(db: TestDb) {
@@ -1003,10 +1528,12 @@ both_backends! {
         // A bad address in Cc comes back as an error on the card.
         let form = [("_csrf", csrf.as_str()), ("to", s.candidate_mailbox), ("cc", "not an address"), ("subject", "x"), ("body", "y"), ("mode", "now")];
         let resp = client.post(s.world.app.at(&format!("/candidates/{}/email", s.candidate))).form(&form).send().await.unwrap();
-        let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
-        let page = client.get(s.world.app.at(&location)).send().await.unwrap().text().await.unwrap();
+        assert_eq!(resp.status(), 422, "refused at once, on the page");
+        let page = resp.text().await.unwrap();
         assert!(page.contains("id=\"compose-error\""), "{page}");
         assert!(page.contains("is not a valid email address"), "{page}");
+        assert!(page.contains("value=\"not an address\""), "what was typed is kept: {page}");
+        assert_eq!(s.world.app.store.list_outbox(s.org, Default::default()).await.unwrap().len(), 1, "nothing more queued");
     }
 }
 
@@ -1022,12 +1549,47 @@ async fn the_email_endpoints_are_in_the_openapi_document() {
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
-        ("/candidates/{id}/messages", &["post"][..]),
-        ("/outbox", &["get"]),
-        ("/outbox/{id}", &["get", "patch", "delete"]),
+        ("/candidates/{id}/emails", &["post"][..]),
+        ("/scheduled-emails", &["get"]),
+        ("/scheduled-emails/{id}", &["get", "patch", "delete"]),
+        ("/emails/{id}", &["get"]),
     ] {
         for m in methods {
             assert!(paths[path][m].is_object(), "{m} {path} is documented");
         }
+    }
+    for gone in ["/candidates/{id}/messages", "/outbox", "/outbox/{id}"] {
+        assert!(paths.get(gone).is_none(), "{gone} is no longer an API path");
+    }
+    let post = &paths["/candidates/{id}/emails"]["post"];
+    let text = post.to_string();
+    for code in [
+        "feature_not_enabled",
+        "send_permission_missing",
+        "header_injection",
+        "attachment_too_large",
+        "request_too_large",
+        "idempotency_key_reused",
+    ] {
+        assert!(text.contains(code), "the error code {code} is documented");
+    }
+    assert!(
+        post["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key")
+    );
+    let patch = paths["/scheduled-emails/{id}"]["patch"].to_string();
+    assert!(patch.contains("already_sent") && patch.contains("not_editable"));
+    let status = &doc["components"]["schemas"]["EmailResource"]["properties"];
+    for field in [
+        "status",
+        "status_reason",
+        "message_id",
+        "provider_message_id",
+        "provider_thread_id",
+    ] {
+        assert!(status[field].is_object(), "EmailResource.{field}");
     }
 }

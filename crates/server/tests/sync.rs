@@ -469,7 +469,7 @@ async fn stored_once(s: &Scenario) -> BTreeSet<String> {
 /// syncs (incremental, then a full resync) add no copy.
 /// How the candidate gains the address.
 enum Gains {
-    /// `POST /api/v1/candidates/{id}/emails` on an existing candidate.
+    /// `POST /api/v1/candidates/{id}/addresses` on an existing candidate.
     AddedThroughTheApi,
     /// `POST /api/v1/candidates` of a new candidate.
     CreatedThroughTheApi,
@@ -544,7 +544,7 @@ async fn an_added_address_brings_its_old_mail(db: TestDb, provider: &str, how: G
                     .is_disjoint(&only_later)
             );
             let res = api
-                .post(&format!("/candidates/{c}/emails"))
+                .post(&format!("/candidates/{c}/addresses"))
                 .json(&json!({"email": LATER}))
                 .send()
                 .await

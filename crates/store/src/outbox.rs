@@ -212,6 +212,10 @@ pub struct OutboxFilter<'a> {
     pub candidate: Option<CandidateId>,
     /// Empty: every status.
     pub statuses: &'a [OutboxStatus],
+    /// Only rows older than this one (a page's cursor).
+    pub before: Option<OutboxId>,
+    /// Rows at most (1..=[`MAX_OUTBOX_PAGE`]; `None`: the most).
+    pub limit: Option<u32>,
 }
 
 /// Largest page [`Store::list_outbox`] returns.
@@ -420,8 +424,8 @@ impl Store {
         Ok(items.pop())
     }
 
-    /// Messages of `org` matching `filter`, newest first (at most
-    /// [`MAX_OUTBOX_PAGE`]).
+    /// Messages of `org` matching `filter`, newest (highest id) first, at most
+    /// `filter.limit` (and never more than [`MAX_OUTBOX_PAGE`]).
     pub async fn list_outbox(
         &self,
         org: OrgId,
@@ -429,6 +433,10 @@ impl Store {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
         let statuses = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".into());
+        let limit = filter
+            .limit
+            .map_or(MAX_OUTBOX_PAGE, i64::from)
+            .clamp(1, MAX_OUTBOX_PAGE);
         let status_clause = match &self.db {
             crate::Db::Sqlite(_) => "(SELECT value FROM json_each($4))",
             crate::Db::Postgres(_) => "(SELECT jsonb_array_elements_text($4::jsonb))",
@@ -437,7 +445,8 @@ impl Store {
             "SELECT {COLUMNS} FROM outbox WHERE org_id = $1 \
                AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR candidate_id = $3) \
                AND ($4 = '[]' OR status IN {status_clause}) \
-             ORDER BY created_at DESC, id DESC LIMIT {MAX_OUTBOX_PAGE}"
+               AND ($5 IS NULL OR id < $5) \
+             ORDER BY id DESC LIMIT {limit}"
         );
         let rows: Vec<Row> = on_pool!(self, |pool| sqlx::query_as(sqlx::AssertSqlSafe(
             sql.as_str()
@@ -446,6 +455,7 @@ impl Store {
         .bind(filter.user.map(UserId::get))
         .bind(filter.candidate.map(CandidateId::get))
         .bind(statuses.as_str())
+        .bind(filter.before.map(OutboxId::get))
         .fetch_all(pool)
         .await?);
         let mut items = rows
