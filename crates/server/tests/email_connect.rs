@@ -803,13 +803,30 @@ impl Scenario {
         let parsed = mail_parser::MessageParser::default()
             .parse(raw.as_bytes())
             .expect("delivered MIME parses");
+        // The transfer-decoded bytes of each file. mail-parser hands a text/*
+        // part back as text (converted from its charset), so a base64 part is
+        // decoded here from the raw message instead.
         parsed
             .attachments()
             .map(|a| {
-                (
-                    a.attachment_name().unwrap_or_default().to_owned(),
-                    a.contents().to_vec(),
-                )
+                let header = &raw[a.raw_header_offset() as usize..a.raw_body_offset() as usize];
+                let bytes = if header
+                    .to_ascii_lowercase()
+                    .contains("content-transfer-encoding: base64")
+                {
+                    let b64: String = raw
+                        [a.raw_body_offset() as usize..a.raw_end_offset() as usize]
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect();
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .expect("a base64 attachment")
+                } else {
+                    a.contents().to_vec()
+                };
+                (a.attachment_name().unwrap_or_default().to_owned(), bytes)
             })
             .collect()
     }
@@ -1592,4 +1609,115 @@ async fn the_email_endpoints_are_in_the_openapi_document() {
     ] {
         assert!(status[field].is_object(), "EmailResource.{field}");
     }
+}
+
+/// The compose form in headless Chromium: files are chosen in the file input
+/// (WebDriver types their paths into it, as a user picks them); one over the
+/// limit brings the page back with the reason and the typed input kept; the
+/// files chosen again go out byte for byte; a send without files works too.
+#[tokio::test]
+async fn in_a_browser_the_compose_form_uploads_files_and_keeps_the_input_when_refused() {
+    use hirewire_testkit::page::{element, fill, follow, text};
+    let db = TestDb::new(hirewire_store::Backend::Sqlite).await.unwrap();
+    let s = scenario(&db, "microsoft", AccessLevelSetting::SendAndView, true).await;
+    // An instance with small limits, on the same store.
+    let base = serve(s.worker(|c| {
+        c.max_attachment_bytes = 64 * 1024;
+        c.max_total_attachment_bytes = 96 * 1024;
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cv = file_bytes(10 * 1024, 11);
+    let cv_path = dir.path().join("cv.txt");
+    std::fs::write(&cv_path, &cv).unwrap();
+    let big_path = dir.path().join("big.bin");
+    std::fs::write(&big_path, file_bytes(200 * 1024, 12)).unwrap();
+
+    let b = hirewire_testkit::browser().await;
+    b.goto(&format!("{base}/sign-in")).await.unwrap();
+    fill(&b, "#email", "riley@talent.example").await;
+    fill(&b, "#password", "riley-password").await;
+    follow(&b, "#sign-in").await;
+    b.goto(&format!("{base}/candidates/{}", s.candidate))
+        .await
+        .unwrap();
+    fill(&b, "#compose-subject", "Your application").await;
+    fill(&b, "#compose-body", "Thanks for applying, **Jordan**.").await;
+    element(&b, "#compose-attachments")
+        .await
+        .send_keys(&format!("{}\n{}", cv_path.display(), big_path.display()))
+        .await
+        .unwrap();
+    follow(&b, "#compose-send").await;
+    let error = text(&b, "#compose-error").await;
+    assert!(
+        error.contains("big.bin") && error.contains("at most 64 KB each"),
+        "{error}"
+    );
+    let again = text(&b, "#compose-files-again").await;
+    assert!(again.contains("cv.txt, big.bin"), "{again}");
+    let subject = element(&b, "#compose-subject").await;
+    assert_eq!(
+        subject.prop("value").await.unwrap().as_deref(),
+        Some("Your application"),
+        "the subject is kept"
+    );
+    let body = element(&b, "#compose-body").await;
+    assert_eq!(
+        body.prop("value").await.unwrap().as_deref(),
+        Some("Thanks for applying, **Jordan**.")
+    );
+    assert!(
+        s.world
+            .app
+            .store
+            .list_outbox(s.org, Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Only the file within the limit, chosen again; the rest as it was kept.
+    element(&b, "#compose-attachments")
+        .await
+        .send_keys(&cv_path.display().to_string())
+        .await
+        .unwrap();
+    follow(&b, "#compose-send").await;
+    let items = s
+        .world
+        .app
+        .store
+        .list_outbox(s.org, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    let item = items[0].clone();
+    assert_eq!(item.subject, "Your application");
+    let row = text(&b, &format!("#outbox-{}", item.id)).await;
+    assert!(row.contains("cv.txt (10 KB)"), "{row}");
+    let w = s.worker(|_| {});
+    assert_eq!(
+        outbox::run_one(&w, "w1").await.unwrap(),
+        Some(Turn::Sent(item.id))
+    );
+    let delivered = s.delivered_attachments(&item.message_id).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].0, "cv.txt");
+    assert!(delivered[0].1 == cv, "cv.txt arrives byte for byte");
+
+    // No file chosen: the browser still sends the (empty) file field.
+    fill(&b, "#compose-subject", "No files").await;
+    fill(&b, "#compose-body", "Just text.").await;
+    follow(&b, "#compose-send").await;
+    let items = s
+        .world
+        .app
+        .store
+        .list_outbox(s.org, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].subject, "No files");
+    assert!(items[0].attachments.is_empty());
 }
