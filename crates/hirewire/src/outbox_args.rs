@@ -11,9 +11,11 @@ const MIB: u64 = 1024 * 1024;
 
 #[derive(Args, Debug, Clone)]
 pub struct OutboxArgs {
-    /// Seconds a worker holds a claimed outgoing email before another worker may take it over. Keep it above
-    /// the provider timeout with its retries (30 s a request), or a slow send could be claimed twice.
-    #[arg(long, env = "HIREWIRE_OUTBOX_LEASE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=3600))]
+    /// Seconds a worker holds a claimed outgoing email before another worker may take it over (a crashed
+    /// instance's email waits this long). Renewed when the provider call starts; the call is cut off at three
+    /// quarters of it (then looked up before any resend), so even a short lease never lets an email be sent
+    /// twice. Keep it above the provider timeout (30 s a request), or slow sends are cut off early.
+    #[arg(long, env = "HIREWIRE_OUTBOX_LEASE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub outbox_lease_secs: u64,
     /// Milliseconds an idle outbox worker waits before looking for due emails again (how late a scheduled email
     /// can go out at most, besides pacing).
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn out_of_range_and_inconsistent_settings_are_refused() {
         for bad in [
-            &["--outbox-lease-secs=10"][..],
+            &["--outbox-lease-secs=0"][..],
             &["--outbox-poll-interval-ms=0"],
             &["--outbox-max-attempts=0"],
             &["--outbox-max-attachment-mb=0"],
