@@ -428,6 +428,8 @@ fn offline_state(store: Store, keyring: Keyring) -> AppState {
 }
 
 async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> anyhow::Result<()> {
+    // Refuse contradicting settings before anything is created.
+    args.outbox.check().context("outbox settings")?;
     let key_file = args
         .secrets_key_file
         .clone()

@@ -52,8 +52,8 @@ pub struct OutboxArgs {
 }
 
 impl OutboxArgs {
-    /// `base` with these settings; its rollout is kept as it is.
-    pub fn apply(&self, base: OutboxConfig) -> anyhow::Result<OutboxConfig> {
+    /// Refuses settings that contradict each other.
+    pub fn check(&self) -> anyhow::Result<()> {
         if self.outbox_backoff_base_secs > self.outbox_backoff_max_secs {
             bail!(
                 "--outbox-backoff-base-secs ({}) must not exceed --outbox-backoff-max-secs ({})",
@@ -68,6 +68,12 @@ impl OutboxArgs {
                 self.outbox_max_total_attachment_mb
             );
         }
+        Ok(())
+    }
+
+    /// `base` with these settings; its rollout is kept as it is.
+    pub fn apply(&self, base: OutboxConfig) -> anyhow::Result<OutboxConfig> {
+        self.check()?;
         let bytes = |mb: u64| usize::try_from(mb * MIB).unwrap_or(usize::MAX);
         Ok(OutboxConfig {
             lease: Duration::from_secs(self.outbox_lease_secs),

@@ -263,6 +263,16 @@ fn help_lists_every_serve_flag_with_its_environment_variable() {
         "--data-dir",
         "--sync-page-size",
         "--sync-lease-secs",
+        "--outbox-lease-secs",
+        "--outbox-poll-interval-ms",
+        "--outbox-max-attempts",
+        "--outbox-backoff-base-secs",
+        "--outbox-backoff-max-secs",
+        "--outbox-pacing-per-window",
+        "--outbox-pacing-window-secs",
+        "--outbox-hold-recheck-secs",
+        "--outbox-max-attachment-mb",
+        "--outbox-max-total-attachment-mb",
     ] {
         assert!(help.contains(flag), "{flag} in help");
     }
@@ -275,9 +285,63 @@ fn help_lists_every_serve_flag_with_its_environment_variable() {
         "HIREWIRE_DATA_DIR",
         "HIREWIRE_SYNC_PAGE_SIZE",
         "HIREWIRE_SYNC_LEASE_SECS",
+        "HIREWIRE_OUTBOX_LEASE_SECS",
+        "HIREWIRE_OUTBOX_POLL_INTERVAL_MS",
+        "HIREWIRE_OUTBOX_MAX_ATTEMPTS",
+        "HIREWIRE_OUTBOX_BACKOFF_BASE_SECS",
+        "HIREWIRE_OUTBOX_BACKOFF_MAX_SECS",
+        "HIREWIRE_OUTBOX_PACING_PER_WINDOW",
+        "HIREWIRE_OUTBOX_PACING_WINDOW_SECS",
+        "HIREWIRE_OUTBOX_HOLD_RECHECK_SECS",
+        "HIREWIRE_OUTBOX_MAX_ATTACHMENT_MB",
+        "HIREWIRE_OUTBOX_MAX_TOTAL_ATTACHMENT_MB",
     ] {
         assert!(help.contains(var), "{var} in help");
     }
+}
+
+#[test]
+fn serve_refuses_outbox_settings_out_of_range_or_contradicting_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = || {
+        let mut c = hirewire();
+        c.args(["serve", "--port", "0", "--generate-key", "--data-dir"])
+            .arg(dir.path());
+        c
+    };
+    // A flag out of range, and the same through its environment variable.
+    let out = serve().args(["--outbox-lease-secs", "5"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--outbox-lease-secs") && err.contains("60..=3600"),
+        "{err}"
+    );
+    let out = serve()
+        .env("HIREWIRE_OUTBOX_PACING_PER_WINDOW", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--outbox-pacing-per-window"), "{err}");
+    // Each in range, together contradicting.
+    let out = serve()
+        .args(["--outbox-max-attachment-mb", "30"])
+        .env("HIREWIRE_OUTBOX_MAX_TOTAL_ATTACHMENT_MB", "25")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--outbox-max-attachment-mb (30) must not exceed --outbox-max-total-attachment-mb (25)"
+        ),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("hirewire.db").exists() && !dir.path().join("secrets.key").exists(),
+        "nothing was created before the refusal"
+    );
 }
 
 /// Runs `hirewire ARGS` on `dir` with `stdin`, and returns the output.
