@@ -605,9 +605,11 @@ impl Store {
         }
     }
 
-    /// Claims the next due message for `owner`: a `queued` one whose `due_at`
-    /// has come, oldest first, or a `sending` one whose lease expired (its
-    /// worker stopped mid-send: it is marked `needs_lookup`).
+    /// Claims the next due message for `owner`: a `sending` one whose lease
+    /// expired (its worker stopped mid-send: it is marked `needs_lookup`)
+    /// first, else a `queued` one whose `due_at` has come, oldest first. Each
+    /// is one index range read that stops at its first row, so a claim costs
+    /// the same whatever the backlog.
     pub async fn claim_outbox(
         &self,
         owner: &str,
@@ -616,9 +618,16 @@ impl Store {
     ) -> Result<Option<ClaimedOutbox>, StoreError> {
         let now_ms = ms(now);
         let until = now_ms.saturating_add(duration_ms(lease));
-        let pick = "SELECT id FROM outbox \
-             WHERE (status = 'queued' AND due_at <= $1) OR (status = 'sending' AND lease_until <= $1) \
-             ORDER BY due_at, id LIMIT 1";
+        // Two index range reads, each stopping at its first row: one `OR` of both
+        // was planned as reading and sorting every due row, O(backlog) a claim.
+        // A row whose worker died mid-send (lease lapsed while `sending`) comes
+        // first: it is settled (looked up) before newer ones go out.
+        let picks = [
+            "SELECT id FROM outbox WHERE status = 'sending' AND lease_until <= $1 \
+             ORDER BY due_at, id LIMIT 1",
+            "SELECT id FROM outbox WHERE status = 'queued' AND due_at <= $1 \
+             ORDER BY due_at, id LIMIT 1",
+        ];
         let update = "UPDATE outbox SET \
                needs_lookup = CASE WHEN status = 'sending' AND attempted_at IS NOT NULL THEN 1 ELSE needs_lookup END, \
                status = 'sending', lease_owner = $2, lease_until = $3, \
@@ -627,12 +636,18 @@ impl Store {
         let id: Option<i64> = match &self.db {
             crate::Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let picked: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "{pick} FOR UPDATE SKIP LOCKED"
-                )))
-                .bind(now_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let mut picked: Option<i64> = None;
+                for pick in picks {
+                    picked = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "{pick} FOR UPDATE SKIP LOCKED"
+                    )))
+                    .bind(now_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if picked.is_some() {
+                        break;
+                    }
+                }
                 let id = match picked {
                     Some(id) => {
                         sqlx::query_scalar(update)
@@ -650,10 +665,16 @@ impl Store {
             }
             crate::Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let picked: Option<i64> = sqlx::query_scalar(pick)
-                    .bind(now_ms)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let mut picked: Option<i64> = None;
+                for pick in picks {
+                    picked = sqlx::query_scalar(pick)
+                        .bind(now_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if picked.is_some() {
+                        break;
+                    }
+                }
                 let id = match picked {
                     Some(id) => {
                         sqlx::query_scalar(update)

@@ -207,6 +207,27 @@ both_backends! {
         assert!(store.claim_outbox("w3", t(10_000), LEASE).await.unwrap().is_none());
     }
 
+    async fn due_rows_are_claimed_oldest_first_and_a_lapsed_send_before_them(store: Store) {
+        let w = world(&store, "Acme").await;
+        let later = queue(&store, &w, "m3@hirewire.test", Some(t(30)), &[]).await;
+        let first = queue(&store, &w, "m1@hirewire.test", Some(t(10)), &[]).await;
+        let second = queue(&store, &w, "m2@hirewire.test", Some(t(20)), &[]).await;
+        queue(&store, &w, "m4@hirewire.test", Some(t(500)), &[]).await;
+        let c = store.claim_outbox("w1", t(100), LEASE).await.unwrap().unwrap();
+        assert_eq!(c.item.id, first.id, "the earliest due first, whatever the insertion order");
+        store.begin_outbox_send(first.id, c.fencing_token, t(100), LEASE).await.unwrap();
+        // w1 dies mid-send. Once its lease lapses, its row is settled before the queued ones.
+        let c = store.claim_outbox("w2", t(101), LEASE).await.unwrap().unwrap();
+        assert_eq!(c.item.id, second.id);
+        store.finish_outbox(second.id, c.fencing_token, &OutboxOutcome::Failed { error: "x" }, t(101)).await.unwrap();
+        let c = store.claim_outbox("w2", t(300), LEASE).await.unwrap().unwrap();
+        assert_eq!(c.item.id, first.id, "the lapsed send comes first");
+        assert!(c.item.needs_lookup);
+        let c = store.claim_outbox("w2", t(300), LEASE).await.unwrap().unwrap();
+        assert_eq!(c.item.id, later.id);
+        assert!(store.claim_outbox("w2", t(300), LEASE).await.unwrap().is_none(), "the one due at 500 waits");
+    }
+
     async fn a_row_claimed_but_never_started_is_not_marked_for_lookup(store: Store) {
         let w = world(&store, "Acme").await;
         queue(&store, &w, "m1@hirewire.test", None, &[]).await;
