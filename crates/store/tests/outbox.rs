@@ -132,6 +132,33 @@ both_backends! {
         assert!(sent.is_empty());
     }
 
+    async fn the_list_pages_newest_first_by_id(store: Store) {
+        let w = world(&store, "Acme").await;
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(queue(&store, &w, &format!("m{n}@hirewire.test"), None, &[]).await.id);
+        }
+        let org = w.org;
+        let page = |before: Option<OutboxId>, limit: u32| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_outbox(org, OutboxFilter { before, limit: Some(limit), ..Default::default() })
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(page(None, 2).await, vec![ids[4], ids[3]]);
+        assert_eq!(page(Some(ids[3]), 2).await, vec![ids[2], ids[1]]);
+        assert_eq!(page(Some(ids[1]), 2).await, vec![ids[0]]);
+        assert_eq!(page(Some(ids[0]), 2).await, Vec::<OutboxId>::new());
+        assert_eq!(page(None, 0).await.len(), 1, "a limit below 1 is 1");
+        assert_eq!(page(None, 10_000).await.len(), 5);
+    }
+
     async fn another_org_never_sees_or_changes_the_message(store: Store) {
         let w = world(&store, "Acme").await;
         let other = world(&store, "Globex").await;
