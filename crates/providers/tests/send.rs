@@ -398,6 +398,50 @@ async fn a_send_accepted_but_never_answered_is_uncertain_and_the_lookup_finds_it
 }
 
 #[tokio::test]
+async fn a_mailbox_that_refuses_the_message_id_search_gives_an_inconclusive_lookup_not_an_error() {
+    for provider in [Provider::Microsoft, Provider::Google] {
+        let (w, sender, t) = setup(provider).await;
+        let raw = message(
+            user_of(provider),
+            user_of(other(provider)),
+            "Refused",
+            "<refused@hirewire.example>",
+            "",
+        );
+        sender.send(&t, &out(&raw)).await.unwrap();
+        w.control(
+            Method::POST,
+            "/_sandbox/send/lookup_refusals",
+            Some(json!({"user": user_of(provider), "count": 1})),
+        )
+        .await;
+        match sender
+            .find_by_message_id(&t, "<refused@hirewire.example>")
+            .await
+        {
+            Ok(Lookup::Inconclusive(why)) => {
+                let words = match provider {
+                    Provider::Microsoft => "InefficientFilter",
+                    Provider::Google => "failedPrecondition",
+                };
+                assert!(why.contains(words), "{provider:?}: {why}");
+            }
+            other => panic!("{provider:?}: {other:?}"),
+        }
+        assert!(
+            matches!(
+                sender
+                    .find_by_message_id(&t, "<refused@hirewire.example>")
+                    .await
+                    .unwrap(),
+                Lookup::Found(_)
+            ),
+            "{provider:?}: the next lookup answers"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_graph_draft_that_was_never_sent_is_found_as_unsent_and_sending_it_again_makes_one_message()
  {
     let (w, sender, t) = setup(Provider::Microsoft).await;
