@@ -58,6 +58,7 @@ macro_rules! write_tx {
 mod audit;
 mod candidates;
 mod error;
+mod flags;
 mod idempotency;
 mod inmail;
 mod integrations;
@@ -76,6 +77,7 @@ mod users;
 pub mod testing;
 
 pub use error::StoreError;
+pub use flags::*;
 pub use hirewire_domain::ids::{
     ApiTokenId, AuditId, BookingId, CandidateId, GrantId, InMailId, JobId, OrgId, SchedulingLinkId,
     UserId,
