@@ -79,6 +79,7 @@ pub async fn openapi_json() -> impl IntoResponse {
     doc.merge(crate::timeline::TimelineDoc::openapi());
     doc.merge(crate::scheduling_api::SchedulingDoc::openapi());
     doc.merge(crate::compose_pages::EmailDoc::openapi());
+    doc.merge(crate::flag_admin::FlagDoc::openapi());
     // Paths are served under /api/v1.
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (

@@ -40,6 +40,8 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Verifies Gmail's Pub/Sub push tokens (when Gmail push is configured).
     pub pubsub: Option<hirewire_providers::push::PubSubVerifier>,
+    /// Feature flags read recently (short TTL, see `crate::flags`).
+    pub flags: crate::flags::FlagCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -75,6 +77,7 @@ impl AppState {
             sign_in_limiter,
             provider_http,
             scheduler: Default::default(),
+            flags: Default::default(),
         }))
     }
 
@@ -92,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::booking_pages::routes())
         .merge(crate::scheduler_pages::routes())
         .merge(crate::compose_pages::routes())
+        .merge(crate::flag_admin::routes())
         .merge(crate::health::routes())
         .merge(crate::metrics::routes())
         .merge(crate::push_hooks::routes())
@@ -99,7 +103,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             api::routes()
                 .merge(crate::scheduling_api::routes())
-                .merge(crate::compose_pages::api_routes()),
+                .merge(crate::compose_pages::api_routes())
+                .merge(crate::flag_admin::api_routes()),
         )
         .route("/api/openapi.json", get(api::openapi_json))
         .route("/healthz", get(healthz))

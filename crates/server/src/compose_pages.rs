@@ -256,7 +256,7 @@ pub async fn card(
             }
         }
     }
-    let outgoing = state
+    let mut outgoing = state
         .store
         .list_outbox(
             user.org_id,
@@ -269,8 +269,15 @@ pub async fn card(
         .await?
         .iter()
         .map(|i| row(user, i))
-        .collect();
+        .collect::<Vec<_>>();
     let cfg = &state.config.outbox;
+    let mut blocked = blocked;
+    if not_enabled {
+        let held = mark_held(&mut outgoing);
+        if held > 0 {
+            blocked = blocked.map(|b| format!("{b} {}", held_sentence(held)));
+        }
+    }
     Ok(ComposeCard {
         blocked,
         reauthorize,
@@ -285,6 +292,32 @@ pub async fn card(
         max_attachment: size_words(cfg.max_attachment_bytes as u64),
         max_total_attachment: size_words(cfg.max_total_attachment_bytes as u64),
     })
+}
+
+/// Why a queued message of a user without Email Connect waits (shown on
+/// rows the worker has not reached yet, e.g. scheduled for later).
+const HELD_FLAG_OFF: &str = "Held: Email Connect is turned off for you. It goes out when it is turned back on; cancel it if it should not.";
+
+/// Gives queued rows without a reason the flag-off reason; returns how many
+/// queued rows there are.
+fn mark_held(rows: &mut [OutRow]) -> usize {
+    let mut n = 0;
+    for r in rows.iter_mut().filter(|r| r.status_code == "queued") {
+        n += 1;
+        if r.reason.is_none() {
+            r.reason = Some(HELD_FLAG_OFF.to_owned());
+        }
+    }
+    n
+}
+
+fn held_sentence(n: usize) -> String {
+    format!(
+        "Your {n} scheduled email{} {} held until Email Connect is turned back on for you; you can still cancel {}.",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "is" } else { "are" },
+        if n == 1 { "it" } else { "them" },
+    )
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -639,6 +672,8 @@ struct ScheduledPage {
     zone: String,
     rows: Vec<OutRow>,
     csrf: String,
+    /// Email Connect is off for the viewer: what that means for their queue.
+    held_notice: Option<String>,
 }
 
 async fn scheduled_page(
@@ -662,11 +697,22 @@ async fn scheduled_page(
             },
         )
         .await?;
+    let mut rows: Vec<OutRow> = items.iter().map(|i| row(user, i)).collect();
+    let mut held_notice = None;
+    if !crate::flags::email_connect_enabled(&state, user).await? {
+        let held = mark_held(&mut rows);
+        held_notice = Some(if held > 0 {
+            format!("{} {}", outbox::NOT_ENABLED, held_sentence(held))
+        } else {
+            outbox::NOT_ENABLED.to_owned()
+        });
+    }
     let page = ScheduledPage {
         nav: crate::pages::Nav::of(&viewer, "scheduled"),
         zone: user.time_zone.clone(),
-        rows: items.iter().map(|i| row(user, i)).collect(),
+        rows,
         csrf: viewer.csrf.clone(),
+        held_notice,
     };
     let body = page.render().map_err(PageError::internal)?;
     Ok(axum::response::Html(body).into_response())

@@ -25,8 +25,10 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// The Scheduler (free/busy cache, calendar event retries).
     pub scheduler: crate::scheduling::SchedulerConfig,
-    /// Email Connect: rollout, outbox worker, retries, pacing, attachment limits.
+    /// Email Connect: outbox worker, retries, pacing, attachment limits.
     pub outbox: crate::outbox::OutboxConfig,
+    /// Feature flags (who has Email Connect lives in the database): the cache.
+    pub flags: crate::flags::FlagConfig,
     /// Quota-aware pacing of provider calls (one shared pacer per server).
     pub pacing: hirewire_providers::PacingConfig,
     /// Push notifications (webhooks, subscriptions).
@@ -65,6 +67,7 @@ impl Config {
             sync: crate::sync::SyncConfig::default(),
             scheduler: crate::scheduling::SchedulerConfig::default(),
             outbox: crate::outbox::OutboxConfig::default(),
+            flags: crate::flags::FlagConfig::default(),
             pacing: hirewire_providers::PacingConfig::default(),
             push: crate::push_hooks::PushSettings::default(),
         }

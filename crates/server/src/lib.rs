@@ -16,6 +16,8 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod error;
+pub mod flag_admin;
+pub mod flags;
 pub mod health;
 pub mod integration_pages;
 pub mod integrations;

@@ -22,15 +22,14 @@
 //! - **Pacing.** At most `pacing.per_window` provider sends per mailbox per
 //!   `pacing.window` (default 30 a minute, Exchange Online's limit); a row
 //!   over it waits, with a `hold_reason` the pages show.
-//! - **Holds.** The rollout flag and the permissions are checked again at send
+//! - **Holds.** The rollout flag (read from the database, [`crate::flags`]) and the permissions are checked again at send
 //!   time; a row that may not go out waits with the reason, and goes when the
 //!   recruiter is allowed again.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hirewire_domain::email::{AddressKey, EmailAddress};
-use hirewire_domain::ids::{CandidateId, GrantId, MailThreadId, OrgId, UserId};
+use hirewire_domain::ids::{CandidateId, GrantId, MailThreadId};
 use hirewire_mail::compose::{ComposeLimits, Draft, FileAttachment, Recipient, ReplyTo, compose};
 use hirewire_providers::send::{Lookup, MailSender, Outgoing, SendError};
 use hirewire_providers::{AccessLevel, Capability, Provider, scopes};
@@ -51,49 +50,13 @@ pub struct Pacing {
     pub window: Duration,
 }
 
-/// Who has Email Connect (a gradual rollout): everyone when `everyone`, else
-/// users of the listed orgs, the listed users, and `percent` of the rest by a
-/// stable hash of the user id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rollout {
-    pub everyone: bool,
-    pub orgs: BTreeSet<OrgId>,
-    pub users: BTreeSet<UserId>,
-    /// 0..=100.
-    pub percent: u8,
-}
-
-impl Rollout {
-    /// Everyone has it.
-    pub fn all() -> Self {
-        Rollout {
-            everyone: true,
-            ..Rollout::default()
-        }
-    }
-
-    /// Whether `user` of `org` has Email Connect.
-    pub fn enabled(&self, org: OrgId, user: UserId) -> bool {
-        self.everyone
-            || self.orgs.contains(&org)
-            || self.users.contains(&user)
-            || bucket(user) < u32::from(self.percent.min(100))
-    }
-}
-
-/// The user's rollout bucket, 0..100, stable across restarts and instances
-/// (SHA-256 of the id, not `std`'s randomly seeded hasher).
-fn bucket(user: UserId) -> u32 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("email_connect:{}", user.get()).as_bytes());
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 100
-}
+/// Who has Email Connect: the evaluation form of the stored flag (see
+/// [`crate::flags`]; the database is the one source of truth).
+pub use crate::flags::Rollout;
 
 /// Settings of Email Connect.
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
-    /// Who has it.
-    pub rollout: Rollout,
     /// How long a worker holds a claimed message. Renewed when the provider
     /// call starts; the call is cut off at three quarters of it (its outcome
     /// then unknown: looked up before anything else), so a slow send is never
@@ -120,7 +83,6 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            rollout: Rollout::all(),
             lease: Duration::from_secs(5 * 60),
             poll_interval: Duration::from_secs(1),
             max_attempts: 6,
@@ -201,7 +163,7 @@ pub const NOT_ENABLED: &str = "Sending email from hirewire (Email Connect) is no
 
 /// Whether `user` may send now, and if not, why.
 pub async fn readiness(state: &AppState, user: &User) -> Result<Readiness, StoreError> {
-    if !state.config.outbox.rollout.enabled(user.org_id, user.id) {
+    if !crate::flags::email_connect_enabled(state, user).await? {
         return Ok(Readiness::NotEnabled);
     }
     let ask_admin = if user.role == Role::Admin {

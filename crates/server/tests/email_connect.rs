@@ -9,13 +9,14 @@ use std::time::Duration;
 use hirewire_domain::email::{AddressKey, EmailAddress};
 use hirewire_domain::ids::{CandidateId, OrgId};
 use hirewire_server::AppState;
-use hirewire_server::outbox::{self, ComposeInput, Readiness, Rollout, SubmitError, Turn};
+use hirewire_server::flags;
+use hirewire_server::outbox::{self, ComposeInput, Readiness, SubmitError, Turn};
 use hirewire_server::sync;
 use hirewire_server::testing::{Answer, Landing, RECRUITER, World};
 use hirewire_store::testing::TestDb;
 use hirewire_store::{
-    AccessLevelSetting, MailViewer, OutboxAttachment, OutboxStatus, TimelineItem, User,
-    both_backends, normalize_message_id,
+    AccessLevelSetting, FlagActor, FlagEdit, FlagMode, MailViewer, OutboxAttachment, OutboxStatus,
+    TimelineItem, User, both_backends, normalize_message_id,
 };
 use jiff::SignedDuration;
 use reqwest::Method;
@@ -1169,25 +1170,22 @@ both_backends! {
         let s = scenario(&db, "microsoft", AccessLevelSetting::SendAndView, true).await;
         let on = s.worker(|_| {});
         let item = outbox::submit(&on, &s.riley, s.candidate, s.input("Held")).await.unwrap();
-        let off = s.worker(|c| c.rollout = Rollout::default());
-        let err = outbox::submit(&off, &s.riley, s.candidate, s.input("No")).await.unwrap_err();
+        // The operator turns Email Connect off (the flag lives in the database).
+        let operator = FlagActor { user: None, label: "cli", ip: None };
+        let off = FlagEdit { mode: Some(FlagMode::Off), ..FlagEdit::default() };
+        let changed = flags::change_email_connect(&on, None, &off, &Default::default(), &operator, true).await.unwrap();
+        assert!(matches!(changed, flags::Changed::Saved { .. }));
+        let err = outbox::submit(&on, &s.riley, s.candidate, s.input("No")).await.unwrap_err();
         assert!(matches!(err, SubmitError::NotReady(Readiness::NotEnabled)));
         assert_eq!(err.code(), "feature_not_enabled");
-        assert_eq!(outbox::run_one(&off, "w1").await.unwrap(), Some(Turn::Waiting(item.id)));
+        assert_eq!(outbox::run_one(&on, "w1").await.unwrap(), Some(Turn::Waiting(item.id)));
         let held = s.world.app.store.outbox_item(s.org, item.id).await.unwrap().unwrap();
         assert_eq!(held.status, OutboxStatus::Queued);
         assert!(held.hold_reason.as_deref().unwrap_or("").contains("turned off"), "{held:?}");
         assert_eq!(s.sends_of(&item.message_id).await, 0);
-        // By org, by user, by percentage.
-        let by_org = Rollout { orgs: [s.org].into(), ..Rollout::default() };
-        assert!(by_org.enabled(s.org, s.riley.id));
-        let by_user = Rollout { users: [s.riley.id].into(), ..Rollout::default() };
-        assert!(by_user.enabled(OrgId(999), s.riley.id));
-        let all = Rollout { percent: 100, ..Rollout::default() };
-        assert!(all.enabled(s.org, s.riley.id));
-        let none = Rollout { percent: 0, ..Rollout::default() };
-        assert!(!none.enabled(s.org, s.riley.id));
         // Back on: it goes out.
+        let back = FlagEdit { mode: Some(FlagMode::Everyone), ..FlagEdit::default() };
+        flags::change_email_connect(&on, None, &back, &Default::default(), &operator, true).await.unwrap();
         s.advance(3600);
         assert_eq!(outbox::run_one(&on, "w1").await.unwrap(), Some(Turn::Sent(item.id)));
     }

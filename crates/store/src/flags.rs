@@ -222,51 +222,67 @@ fn assemble(
     })
 }
 
-/// `edit` applied to `flag` (validated against `scope` and the users' orgs).
-fn applied(
-    flag: &FeatureFlag,
-    edit: &FlagEdit,
-    scope: Option<OrgId>,
-    user_orgs: &BTreeMap<UserId, OrgId>,
-) -> Result<FeatureFlag, StoreError> {
-    let mut next = flag.clone();
-    if let Some(org) = scope {
-        if edit.mode.is_some() || edit.percent.is_some() {
-            return Err(StoreError::Invalid(
-                "only the operator can change the mode or the percentage of a flag".into(),
-            ));
+impl FeatureFlag {
+    /// The flag as `edit` would leave it, without writing anything (what
+    /// [`Store::update_feature_flag`] stores). `user_orgs` gives the
+    /// organization of every added and removed user. With `scope: Some(org)`
+    /// (an organization's admin) only that organization's rule and users may
+    /// change. Errors: `Invalid` (percentage over 100, a change outside the
+    /// scope), `NotFound` (a user not in `user_orgs` or outside the scope).
+    pub fn applied(
+        &self,
+        edit: &FlagEdit,
+        scope: Option<OrgId>,
+        user_orgs: &BTreeMap<UserId, OrgId>,
+    ) -> Result<FeatureFlag, StoreError> {
+        let flag = self;
+        let mut next = flag.clone();
+        if let Some(org) = scope {
+            if edit.mode.is_some() || edit.percent.is_some() {
+                return Err(StoreError::Invalid(
+                    "only the operator can change the mode or the percentage of a flag".into(),
+                ));
+            }
+            if edit.orgs.iter().any(|(o, _)| *o != org) {
+                return Err(StoreError::Invalid(
+                    "an organization's admin can change only their own organization".into(),
+                ));
+            }
+            if edit
+                .add_users
+                .iter()
+                .chain(&edit.remove_users)
+                .any(|u| user_orgs.get(u) != Some(&org))
+            {
+                return Err(StoreError::NotFound);
+            }
         }
-        if edit.orgs.iter().any(|(o, _)| *o != org) {
-            return Err(StoreError::Invalid(
-                "an organization's admin can change only their own organization".into(),
-            ));
+        if let Some(mode) = edit.mode {
+            next.mode = mode;
         }
-    }
-    if let Some(mode) = edit.mode {
-        next.mode = mode;
-    }
-    if let Some(p) = edit.percent {
-        if p > 100 {
-            return Err(StoreError::Invalid(format!(
-                "the percentage is {p}; it must be 0 to 100"
-            )));
+        if let Some(p) = edit.percent {
+            if p > 100 {
+                return Err(StoreError::Invalid(format!(
+                    "the percentage is {p}; it must be 0 to 100"
+                )));
+            }
+            next.percent = p;
         }
-        next.percent = p;
+        for (org, rule) in &edit.orgs {
+            match rule {
+                Some(r) => next.orgs.insert(*org, *r),
+                None => next.orgs.remove(org),
+            };
+        }
+        for u in &edit.remove_users {
+            next.users.remove(u);
+        }
+        for u in &edit.add_users {
+            let org = user_orgs.get(u).copied().ok_or(StoreError::NotFound)?;
+            next.users.insert(*u, org);
+        }
+        Ok(next)
     }
-    for (org, rule) in &edit.orgs {
-        match rule {
-            Some(r) => next.orgs.insert(*org, *r),
-            None => next.orgs.remove(org),
-        };
-    }
-    for u in &edit.remove_users {
-        next.users.remove(u);
-    }
-    for u in &edit.add_users {
-        let org = user_orgs.get(u).copied().ok_or(StoreError::NotFound)?;
-        next.users.insert(*u, org);
-    }
-    Ok(next)
 }
 
 impl Store {
@@ -330,7 +346,7 @@ impl Store {
                     (None, _) => return Err(StoreError::NotFound),
                 }
             }
-            let mut after = applied(&before, edit, scope, &user_orgs)?;
+            let mut after = before.applied(edit, scope, &user_orgs)?;
             if after == before {
                 return Ok((before.clone(), before));
             }
