@@ -66,6 +66,59 @@ enum Command {
     /// Import grants made by other integrations.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Feature flags: who has Email Connect (the operator's tool; every organization).
+    #[command(subcommand)]
+    Flags(FlagsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FlagsCommand {
+    /// Show a flag: its mode, percentage, organizations and users.
+    Show {
+        #[arg(value_enum, default_value_t = FlagArg::EmailConnect)]
+        flag: FlagArg,
+    },
+    /// Change a flag. Changes are audited (actor "cli"); running servers see them within their flag cache TTL.
+    Set(FlagSetArgs),
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum FlagArg {
+    EmailConnect,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").args(["everyone", "off", "percent"])))]
+struct FlagSetArgs {
+    #[arg(value_enum)]
+    flag: FlagArg,
+    /// On for everyone (but opted-out organizations).
+    #[arg(long)]
+    everyone: bool,
+    /// Off for everyone: nobody can send, queued emails are held (the lists are kept for later).
+    #[arg(long)]
+    off: bool,
+    /// Roll out to this share of users (stable per user), plus opted-in organizations and allowlisted users.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    percent: Option<u8>,
+    /// Opt an organization in (by name): all its users get it.
+    #[arg(long, value_name = "ORG")]
+    add_org: Vec<String>,
+    /// Opt an organization out (by name): only its allowlisted users get it.
+    #[arg(long, value_name = "ORG")]
+    exclude_org: Vec<String>,
+    /// Clear an organization's opt-in or opt-out (by name).
+    #[arg(long, value_name = "ORG")]
+    remove_org: Vec<String>,
+    /// Allowlist a user (by email).
+    #[arg(long, value_name = "EMAIL")]
+    add_user: Vec<String>,
+    /// Take a user off the allowlist (by email).
+    #[arg(long, value_name = "EMAIL")]
+    remove_user: Vec<String>,
+    /// Go ahead even when scheduled emails will be held.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +252,10 @@ struct ServeArgs {
     db_max_connections: u32,
     #[command(flatten)]
     outbox: outbox_args::OutboxArgs,
+    /// Seconds an instance reuses feature flags (who has Email Connect) read from the database; changes made
+    /// elsewhere (another instance, `hirewire flags set`) are seen within this.
+    #[arg(long, env = "HIREWIRE_FEATURE_FLAG_CACHE_SECS", default_value_t = 10)]
+    feature_flag_cache_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -411,6 +468,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Flags(FlagsCommand::Show { flag: _ }) => {
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            let flag = store
+                .feature_flag(hirewire_store::EMAIL_CONNECT)
+                .await?
+                .context("the email_connect flag is missing (run `hirewire migrate`)")?;
+            print!("{}", describe_flag(&store, &flag).await?);
+            Ok(())
+        }
+        Command::Flags(FlagsCommand::Set(args)) => {
+            let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
+            set_flag(&store, args, now).await
+        }
         Command::Token(TokenCommand::Create { user, name }) => {
             let store = open_store(&cli.data_dir, cli.database_url.as_deref(), 2).await?;
             let token = users::create_api_token(&store, &user, &name, now).await?;
@@ -419,6 +489,157 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn find_org(store: &Store, name: &str) -> anyhow::Result<hirewire_domain::ids::OrgId> {
+    Ok(store
+        .org_by_name(name.trim())
+        .await?
+        .with_context(|| format!("no organization named {:?}", name.trim()))?
+        .id)
+}
+
+/// `hirewire flags set`: the operator's change, every organization in reach.
+async fn set_flag(store: &Store, args: FlagSetArgs, now: jiff::Timestamp) -> anyhow::Result<()> {
+    use hirewire_store::{FlagEdit, FlagMode, OrgRule};
+    let FlagArg::EmailConnect = args.flag;
+    let mut edit = FlagEdit {
+        mode: if args.everyone {
+            Some(FlagMode::Everyone)
+        } else if args.off {
+            Some(FlagMode::Off)
+        } else {
+            args.percent.map(|_| FlagMode::Targeted)
+        },
+        percent: args.percent,
+        ..FlagEdit::default()
+    };
+    for (names, rule) in [
+        (&args.add_org, Some(OrgRule::In)),
+        (&args.exclude_org, Some(OrgRule::Out)),
+        (&args.remove_org, None),
+    ] {
+        for name in names {
+            edit.orgs.push((find_org(store, name).await?, rule));
+        }
+    }
+    let mut user_orgs = std::collections::BTreeMap::new();
+    for (emails, added) in [(&args.add_user, true), (&args.remove_user, false)] {
+        for email in emails {
+            let user = store
+                .user_by_email_key(&hirewire_domain::email::AddressKey::of(email.trim()))
+                .await?
+                .with_context(|| format!("no user with email {}", email.trim()))?;
+            user_orgs.insert(user.id, user.org_id);
+            if added {
+                edit.add_users.push(user.id);
+            } else {
+                edit.remove_users.push(user.id);
+            }
+        }
+    }
+    if edit == FlagEdit::default() {
+        bail!(
+            "nothing to change: pass --everyone, --off, --percent N, --add-org, --exclude-org, --remove-org, --add-user or --remove-user"
+        );
+    }
+    let ttl = hirewire_server::flags::FlagConfig::default().cache_ttl;
+    let release_at = now
+        .checked_add(jiff::SignedDuration::try_from(ttl)?)
+        .unwrap_or(now);
+    let actor = hirewire_store::FlagActor {
+        user: None,
+        label: "cli",
+        ip: None,
+    };
+    match hirewire_server::flags::change(
+        store,
+        hirewire_store::EMAIL_CONNECT,
+        None,
+        &edit,
+        &user_orgs,
+        &actor,
+        args.yes,
+        now,
+        release_at,
+    )
+    .await?
+    {
+        hirewire_server::flags::Changed::Saved { before, after } => {
+            if before == after {
+                println!("no change");
+            }
+            print!("{}", describe_flag(store, &after).await?);
+            Ok(())
+        }
+        hirewire_server::flags::Changed::NeedsConfirmation(held) => bail!(
+            "{} Nothing was changed; pass --yes to go ahead.",
+            held.sentence().unwrap_or_default()
+        ),
+    }
+}
+
+/// A flag for people, with organization names and user emails.
+async fn describe_flag(
+    store: &Store,
+    flag: &hirewire_store::FeatureFlag,
+) -> anyhow::Result<String> {
+    use hirewire_store::{FlagMode, OrgRule};
+    let mut out = String::new();
+    let mode = match flag.mode {
+        FlagMode::Off => {
+            "off: nobody has it (the lists below apply when it is turned back on)".to_owned()
+        }
+        FlagMode::Everyone => "everyone (but opted-out organizations)".to_owned(),
+        FlagMode::Targeted => format!(
+            "{}% of users (by a stable hash of the user id), plus opted-in organizations and allowlisted users",
+            flag.percent
+        ),
+    };
+    out += &format!("email-connect: {mode}\n");
+    let org_name = |id| async move {
+        store
+            .org_by_id(id)
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("#{id}"), |o| o.name)
+    };
+    for (rule, label) in [(OrgRule::In, "opted in"), (OrgRule::Out, "opted out")] {
+        let mut names = Vec::new();
+        for (org, _) in flag.orgs.iter().filter(|(_, r)| **r == rule) {
+            names.push(org_name(*org).await);
+        }
+        out += &format!(
+            "organizations {label}: {}\n",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    let mut users = Vec::new();
+    for (user, org) in &flag.users {
+        let email = store
+            .user_by_id(*user)
+            .await?
+            .map_or_else(|| format!("#{user}"), |u| u.email.to_string());
+        users.push(format!("{email} ({})", org_name(*org).await));
+    }
+    out += &format!(
+        "users allowlisted: {}\n",
+        if users.is_empty() {
+            "none".into()
+        } else {
+            users.join(", ")
+        }
+    );
+    match flag.updated_at {
+        Some(at) => out += &format!("changed {} time(s), last at {at}\n", flag.version),
+        None => out += "never changed (the default of a fresh install)\n",
+    }
+    Ok(out)
 }
 
 /// App state for CLI tasks that need the store and the keyring, not a listener.
@@ -460,6 +681,7 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.sync.window_days = args.sync_window_days.max(1);
     config.sync.page_size = args.sync_page_size;
     config.sync.lease = Duration::from_secs(args.sync_lease_secs);
+    config.flags.cache_ttl = Duration::from_secs(args.feature_flag_cache_secs);
     config.pacing =
         hirewire_providers::PacingConfig::documented(match args.gmail_cost_model.as_str() {
             "2026" => hirewire_providers::GmailCostModel::Y2026,

@@ -481,3 +481,201 @@ fn a_legacy_grant_is_imported_sealed_and_keys_rotate_re_seals_it() {
             && !wal.windows(needle.len()).any(|w| w == needle)
     );
 }
+
+/// `hirewire flags` on `dir`: (success, stdout, stderr).
+fn flags(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["flags"];
+    all.extend_from_slice(args);
+    let out = run(dir, &all, "");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Queues one scheduled email from `email`'s inbox, straight in the store.
+async fn queue_scheduled_email(store: &hirewire_store::Store, email: &str) {
+    use hirewire_store::*;
+    let now = jiff::Timestamp::now();
+    let user = store
+        .user_by_email_key(&hirewire_domain::email::AddressKey::of(email))
+        .await
+        .unwrap()
+        .unwrap();
+    let grant = store
+        .put_grant(
+            &NewGrant {
+                org_id: user.org_id,
+                user_id: user.id,
+                capability: CapabilityKind::Inbox,
+                provider: ProviderChoice::Google,
+                status: GrantStatus::Active,
+                status_reason: None,
+                account_address: None,
+                scopes: "gmail.send",
+                permission_version: 1,
+                legacy: false,
+                access_token_sealed: None,
+                refresh_token_sealed: None,
+                access_expires_at: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let address = hirewire_domain::email::EmailAddress::parse("jordan@mail.example").unwrap();
+    let cand = store
+        .create_candidate(user.org_id, "Jordan", &[address], now)
+        .await
+        .unwrap()
+        .id;
+    let to = vec!["jordan@mail.example".to_owned()];
+    store
+        .create_outbox(
+            user.org_id,
+            &NewOutboxItem {
+                user_id: user.id,
+                candidate_id: cand,
+                grant_id: grant.id,
+                to: &to,
+                cc: &[],
+                subject: "Tomorrow",
+                body_markdown: "Hi",
+                attachments: &[],
+                message_id: "cli-test@hirewire.test",
+                in_reply_to: None,
+                references: &[],
+                thread_hint: None,
+                send_at: Some(now + jiff::SignedDuration::from_hours(24)),
+            },
+            1_000_000,
+            now,
+        )
+        .await
+        .unwrap();
+}
+
+#[test]
+fn flags_show_and_set_change_email_connect_with_clear_errors_an_audit_and_a_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    for (org, email, role) in [
+        ("Acme", "ada@acme.example", "admin"),
+        ("Acme", "riley@acme.example", "recruiter"),
+        ("Globex", "gil@globex.example", "recruiter"),
+    ] {
+        let out = run(
+            dir.path(),
+            &[
+                "user", "add", "--org", org, "--email", email, "--role", role,
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A fresh install: on for everyone.
+    let (ok, shown, _) = flags(dir.path(), &["show"]);
+    assert!(ok);
+    assert!(shown.contains("email-connect: everyone"), "{shown}");
+    assert!(shown.contains("never changed"), "{shown}");
+
+    // Narrow it: 0% of users, Acme opted in, Gil allowlisted.
+    let (ok, shown, err) = flags(
+        dir.path(),
+        &[
+            "set",
+            "email-connect",
+            "--percent",
+            "0",
+            "--add-org",
+            "Acme",
+            "--add-user",
+            "GIL@globex.example",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(shown.contains("email-connect: 0% of users"), "{shown}");
+    assert!(shown.contains("organizations opted in: Acme"), "{shown}");
+    assert!(
+        shown.contains("users allowlisted: gil@globex.example (Globex)"),
+        "{shown}"
+    );
+
+    // Clear errors; nothing changes.
+    for (args, needle) in [
+        (
+            &["set", "email-connect", "--add-org", "Nope"][..],
+            "no organization named \"Nope\"",
+        ),
+        (
+            &[
+                "set",
+                "email-connect",
+                "--remove-user",
+                "who@nowhere.example",
+            ],
+            "no user with email who@nowhere.example",
+        ),
+        (
+            &["set", "email-connect", "--everyone", "--off"],
+            "cannot be used with",
+        ),
+        (&["set", "email-connect", "--percent", "101"], "101"),
+        (&["set", "email-connect"], "nothing to change"),
+        (&["set", "other-flag", "--off"], "invalid value"),
+    ] {
+        let (ok, _, err) = flags(dir.path(), args);
+        assert!(!ok, "{args:?} is refused");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (_, again, _) = flags(dir.path(), &["show"]);
+    assert!(again.contains("changed 1 time(s)"), "{again}");
+
+    // Turning it off while an email is scheduled asks for --yes first.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = runtime.block_on(async {
+        let store = hirewire_store::Store::connect(&hirewire_store::StoreConfig {
+            database_url: None,
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        queue_scheduled_email(&store, "riley@acme.example").await;
+        store
+    });
+    let (ok, _, err) = flags(dir.path(), &["set", "email-connect", "--off"]);
+    assert!(!ok);
+    assert!(err.contains("1 scheduled email will be held"), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    let (ok, shown, err) = flags(dir.path(), &["set", "email-connect", "--off", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(shown.contains("email-connect: off"), "{shown}");
+
+    // Audited as "cli", before and after, in the operator's (org-less) log.
+    let log = runtime.block_on(store.list_audit(None, 50)).unwrap();
+    let changes: Vec<_> = log
+        .iter()
+        .filter(|e| e.action == "feature_flag.changed")
+        .collect();
+    assert_eq!(
+        changes.len(),
+        2,
+        "two changes, the refused ones left no trace"
+    );
+    assert!(
+        changes
+            .iter()
+            .all(|e| e.detail["actor"] == "cli" && e.actor_user_id.is_none())
+    );
+    assert_eq!(changes[0].detail["before"]["mode"], "targeted");
+    assert_eq!(changes[0].detail["after"]["mode"], "off");
+    assert_eq!(changes[1].detail["before"]["mode"], "everyone");
+}

@@ -220,6 +220,10 @@ both_backends! {
         assert_eq!(member(&got, "sam@acme.example")["enabled"], true);
         assert_eq!(member(&got, "sam@acme.example")["reason"], "everyone");
         assert!(flags::email_connect_enabled(&t.app.state, &t.gil).await.unwrap());
+        let doc: Value = reqwest::get(t.app.at("/api/openapi.json")).await.unwrap().json().await.unwrap();
+        for m in ["get", "put"] {
+            assert!(doc["paths"][FLAG_API][m].is_object(), "{m} {FLAG_API} is documented");
+        }
     }
 
     async fn an_org_admin_sees_and_changes_only_their_own_org_through_the_api(db: TestDb) {
