@@ -700,10 +700,7 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.push.renew_before = Duration::from_secs(args.push_renew_before_hours * 3600);
     config.push.gmail_topic = args.push_gmail_topic.clone();
     config.push.pubsub_audience = args.push_pubsub_audience.clone();
-    config.outbox = args
-        .outbox
-        .apply(config.outbox)
-        .context("outbox settings")?;
+    config.outbox = args.outbox.apply().context("outbox settings")?;
     let push = hirewire_server::push_hooks::PushStatus::of(&config);
     tracing::info!(enabled = push.enabled, "{}", push.detail);
     if let Some(base) = &args.provider_base_url {

@@ -71,8 +71,9 @@ impl OutboxArgs {
         Ok(())
     }
 
-    /// `base` with these settings; its rollout is kept as it is.
-    pub fn apply(&self, base: OutboxConfig) -> anyhow::Result<OutboxConfig> {
+    /// The outbox settings these flags give (who has Email Connect is not
+    /// among them: it is the database flag, see `hirewire flags`).
+    pub fn apply(&self) -> anyhow::Result<OutboxConfig> {
         self.check()?;
         let bytes = |mb: u64| usize::try_from(mb * MIB).unwrap_or(usize::MAX);
         Ok(OutboxConfig {
@@ -88,7 +89,6 @@ impl OutboxArgs {
             hold_recheck: Duration::from_secs(self.outbox_hold_recheck_secs),
             max_attachment_bytes: bytes(self.outbox_max_attachment_mb),
             max_total_attachment_bytes: bytes(self.outbox_max_total_attachment_mb),
-            ..base
         })
     }
 }
@@ -107,9 +107,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<OutboxConfig, String> {
         let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.outbox
-            .apply(OutboxConfig::default())
-            .map_err(|e| e.to_string())
+        cli.outbox.apply().map_err(|e| e.to_string())
     }
 
     #[test]
