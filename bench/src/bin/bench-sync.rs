@@ -1,10 +1,15 @@
 //! End-to-end initial mail sync (issue 7, benchmark b): a generated sandbox
 //! mailbox of `--messages` messages (default 100,000) over a year, `--share`
 //! of it (default 5 %) with the org's candidates, no quotas, SQLite.
+//! Benchmark (c), `--quotas`: the same with the providers' documented quotas
+//! on at both ends (the sandbox enforces them and answers 429 over them;
+//! hirewire's pacer keeps under them), reporting the achieved rate against the
+//! quota and the sandbox's 429 counts.
 //!
 //! ```text
 //! cargo build --release -p hirewire-bench --bin bench-sync
 //! target/release/bench-sync [--provider microsoft|google] [--messages 100000] [--share 0.05] [--page-size 500]
+//!                           [--concurrency 4] [--quotas]
 //! ```
 //!
 //! The sandbox runs in a child process (this binary in `sandbox` mode), so the
@@ -50,6 +55,19 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU seconds of process `pid` (`self` for this one), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +98,12 @@ async fn bench(args: &[String]) {
     let messages: u64 = arg(args, "--messages", 100_000);
     let share: f64 = arg(args, "--share", 0.05);
     let page_size: u32 = arg(args, "--page-size", 500);
+    let concurrency: usize = arg(
+        args,
+        "--concurrency",
+        hirewire_providers::DEFAULT_FETCH_CONCURRENCY,
+    );
+    let quotas = args.iter().any(|a| a == "--quotas");
     let (mailbox, domain) = if provider == "microsoft" {
         ("adele@acme.example", "acme.example")
     } else {
@@ -242,10 +266,30 @@ async fn bench(args: &[String]) {
     // The timed region: every sync step until the mailbox is caught up.
     let mut config = app.state.config.clone();
     config.sync.page_size = page_size;
-    // Benchmark (b) is "no quotas": the pacer only counts (see --quotas for (c)).
-    if !args.iter().any(|a| a == "--quotas") {
+    config.sync.fetch_concurrency = concurrency;
+    // Benchmark (b) is "no quotas": the pacer only counts. (c), --quotas: the
+    // documented limits in hirewire's pacer (the default config) and in the sandbox.
+    if quotas {
+        let s = http
+            .patch(format!("{sandbox}/_sandbox/settings"))
+            .json(&json!({"quotas": true}))
+            .send()
+            .await
+            .expect("sandbox settings");
+        assert!(s.status().is_success(), "turning the sandbox quotas on");
+    } else {
         config.pacing = hirewire_providers::PacingConfig::unlimited();
     }
+    // Count only the sync (the authorization made requests too); this also refills the quota buckets.
+    let reset = http
+        .delete(format!("{sandbox}/_sandbox/counters"))
+        .send()
+        .await
+        .expect("reset the counters");
+    assert!(
+        reset.status().is_success(),
+        "resetting the sandbox counters"
+    );
     let state = hirewire_server::AppState::new(
         config,
         app.store.clone(),
@@ -253,6 +297,8 @@ async fn bench(args: &[String]) {
         std::sync::Arc::new(app.clock.clone()),
     );
     let hwm_before = status_kb("VmHWM:");
+    let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
+    let cpu_before = (cpu_seconds("self"), cpu_seconds(&child_pid));
     let started = Instant::now();
     let mut steps = 0usize;
     loop {
@@ -297,5 +343,50 @@ async fn bench(args: &[String]) {
         hwm_before / 1024,
         status_kb("VmHWM:") / 1024
     );
+    println!(
+        "CPU seconds during the sync: this process (hirewire) {:.2}, the sandbox process {:.2}",
+        cpu_seconds("self") - cpu_before.0,
+        cpu_seconds(&child_pid) - cpu_before.1
+    );
+    let counters: serde_json::Value = http
+        .get(format!("{sandbox}/_sandbox/counters"))
+        .send()
+        .await
+        .expect("counters")
+        .json()
+        .await
+        .expect("counters JSON");
+    let (api, what) = if provider == "microsoft" {
+        ("graph", "requests")
+    } else {
+        ("gmail", "units")
+    };
+    let u = &counters["providers"][api]["users"][mailbox];
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let used = n(what);
+    println!(
+        "sandbox counters ({api}, {mailbox}): {} requests, {} units, {} responses 429 (longest run {}), peak {} requests/s, {} units/s",
+        n("requests"),
+        n("units"),
+        n("responses_429"),
+        n("longest_429_run"),
+        n("peak_requests_per_sec"),
+        n("peak_units_per_sec"),
+    );
+    if quotas {
+        // The documented limits the sandbox enforces with `quotas` on (PROVIDERS.md §2.3, §6.8, legacy model).
+        let limit = if provider == "microsoft" {
+            10_000.0 / 600.0
+        } else {
+            15_000.0 / 60.0
+        };
+        let achieved = used as f64 / secs;
+        println!(
+            "quota: limit {limit:.2} {what}/s, achieved {achieved:.2} {what}/s over the sync = {:.1} % of the limit; {} responses 429, longest run {}",
+            100.0 * achieved / limit,
+            n("responses_429"),
+            n("longest_429_run"),
+        );
+    }
     let _ = child.kill().await;
 }

@@ -223,6 +223,10 @@ struct ServeArgs {
     /// Messages listed per page while a mailbox's history is read (each page is stored with its cursor).
     #[arg(long, env = "HIREWIRE_SYNC_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=500))]
     sync_page_size: u32,
+    /// Provider requests one mailbox's sync step keeps in flight while it fetches a page's messages (the pacer's
+    /// per-mailbox limits still apply).
+    #[arg(long, env = "HIREWIRE_SYNC_FETCH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16))]
+    sync_fetch_concurrency: u64,
     /// Seconds a worker holds a mailbox's sync step before another instance may take it over (a crashed
     /// instance's mailboxes resume after this).
     #[arg(long, env = "HIREWIRE_SYNC_LEASE_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
@@ -680,6 +684,7 @@ async fn serve(data_dir: &Path, database_url: Option<&str>, args: ServeArgs) -> 
     config.sync.incremental_interval = Duration::from_secs(args.sync_interval_secs.max(1));
     config.sync.window_days = args.sync_window_days.max(1);
     config.sync.page_size = args.sync_page_size;
+    config.sync.fetch_concurrency = usize::try_from(args.sync_fetch_concurrency).unwrap_or(4);
     config.sync.lease = Duration::from_secs(args.sync_lease_secs);
     config.flags.cache_ttl = Duration::from_secs(args.feature_flag_cache_secs);
     config.pacing =

@@ -47,7 +47,10 @@ pub use identity::{
     AdminConsentCallback, AuthorizeRequest, Callback, IdClaims, IdentityClient, PkceVerifier,
     Revocation, TokenSet,
 };
-pub use mail::{Changes, MailReader, MessageRef, Page, PageCursor, RawMessage, SyncCursor};
+pub use mail::{
+    Changes, DEFAULT_FETCH_CONCURRENCY, MailReader, MessageRef, Page, PageCursor, RawMessage,
+    SyncCursor,
+};
 pub use pacing::{GmailCostModel, GmailMethod, PaceKey, Pacer, PacingConfig, Service};
 pub use push::{PushClient, PushConfig};
 pub use secret::Secret;

@@ -4,12 +4,14 @@
 //!
 //! | need | Microsoft Graph | Gmail |
 //! |---|---|---|
-//! | backfill a window, newest first ([`MailReader::list_page`]) | `GET /me/messages` with `$filter=receivedDateTime ge …`, `$orderby=receivedDateTime desc`, `$top`, following `@odata.nextLink`. **Not** a filtered delta: that is capped at 5,000 messages (PROVIDERS.md §14) | `messages.list` with `q=after:<epoch s>`, `maxResults`, `pageToken` |
-//! | the message bytes ([`MailReader::fetch_raw`], [`MailReader::fetch_raw_many`]) | rebuilt from the message JSON (see below), one message at a time | `messages.get?format=raw` (base64url of the exact bytes), many at once through the batch endpoint |
+//! | backfill a window, newest first ([`MailReader::list_page`]) | `GET /me/messages` with `$filter=receivedDateTime ge …`, `$orderby=receivedDateTime desc`, `$top`, following `@odata.nextLink`, with the addressing properties selected (`from`, `sender`, `replyTo`, `toRecipients`, `ccRecipients`, `bccRecipients`: [`MessageRef::headers`]). **Not** a filtered delta: that is capped at 5,000 messages (PROVIDERS.md §14) | `messages.list` with `q=after:<epoch s>`, `maxResults`, `pageToken` (ids only) |
+//! | who a message involves, without its body ([`MailReader::fetch_headers_many`]) | the listing has it; else `GET` of the message with the addressing properties selected | `messages.get?format=metadata&metadataHeaders=From&…` through the batch endpoint |
+//! | the message bytes ([`MailReader::fetch_raw`], [`MailReader::fetch_raw_many`]) | rebuilt from the message JSON (see below), one message at a time (or `$batch`) | `messages.get?format=raw` (base64url of the exact bytes), many at once through the batch endpoint |
 //! | a starting point for incremental sync ([`MailReader::start_incremental`]) | an **unfiltered** delta round per folder (Inbox, Sent Items), following `nextLink` to the `deltaLink` | `users.getProfile` `historyId` |
 //! | what changed since ([`MailReader::changes`]) | each folder's `deltaLink`; `@removed` items are removals | `history.list` with `messageAdded` / `messageDeleted` |
 //!
-//! Every call goes through [`HttpClient`] (timeouts, retries, `Retry-After`) with the grant's bearer token,
+//! The `_many` fetches keep up to [`MailReader::with_concurrency`] requests in flight (the pacer, when there is one,
+//! still gates each). Every call goes through [`HttpClient`] (timeouts, retries, `Retry-After`) with the grant's bearer token,
 //! and fails with a [`ProviderError`] that says what to do: `Throttled { retry_after }` (reschedule),
 //! `TokenRejected` (refresh, retry), `NeedsReauthorization(MissingPermissions)` (403 for a missing scope),
 //! and [`ProviderError::CursorExpired`] when a delta token (Graph 410) or history id (Gmail 404) is too old:
@@ -35,6 +37,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -60,9 +64,27 @@ pub const GRAPH_BATCH: usize = 20;
 /// The message properties the Graph rebuild of RFC 5322 needs.
 const GRAPH_MESSAGE_SELECT: &str = "id,conversationId,receivedDateTime,sentDateTime,internetMessageId,subject,from,sender,\
                      toRecipients,ccRecipients,bccRecipients,replyTo,hasAttachments,body,internetMessageHeaders";
+/// The Graph message properties that say who a message involves: selected in the window listing, so a message
+/// is fetched only when it involves a candidate.
+const GRAPH_ADDRESSING: [&str; 6] = [
+    "from",
+    "sender",
+    "replyTo",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+];
+/// The headers asked of Gmail `messages.get?format=metadata` by [`MailReader::fetch_headers_many`].
+const GMAIL_ADDRESSING: [&str; 6] = ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"];
+/// Requests a reader keeps in flight at once by default (Outlook's per-mailbox limit; the pacer, when there is
+/// one, still enforces its own limit).
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 4;
 /// Page size of searches.
 const SEARCH_PAGE: u32 = 500;
 const PREFER_IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
+
+/// The results of fetching a chunk of messages: one per id, or the whole request's failure.
+type ChunkResult<T> = Result<Vec<Result<T, ProviderError>>, ProviderError>;
 
 /// A message as listed: enough to decide whether to fetch it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +97,11 @@ pub struct MessageRef {
     /// When the provider received it. Gmail listings and history do not carry it (only `id`, `threadId`):
     /// `None` there; [`RawMessage::received_at`] has it.
     pub received_at: Option<Timestamp>,
+    /// The message's addressing headers (From, Sender, Reply-To, To, Cc, Bcc) as an RFC 5322 header block,
+    /// enough to tell whether it involves a candidate without fetching it: filled by the Graph window listing
+    /// ([`MailReader::list_page`] selects the recipients) and by [`MailReader::fetch_headers_many`]; `None`
+    /// elsewhere (Gmail listings, delta and history entries).
+    pub headers: Option<Vec<u8>>,
 }
 
 /// One page of a window listing, newest first.
@@ -178,6 +205,7 @@ pub struct MailReader {
     http: HttpClient,
     pacing: Option<(Pacer, PaceKey)>,
     graph_batch: bool,
+    concurrency: usize,
 }
 
 impl MailReader {
@@ -189,7 +217,16 @@ impl MailReader {
             http,
             pacing: None,
             graph_batch: false,
+            concurrency: DEFAULT_FETCH_CONCURRENCY,
         }
+    }
+
+    /// How many requests [`MailReader::fetch_raw_many`] and [`MailReader::fetch_headers_many`] keep in flight at
+    /// once (at least 1; default [`DEFAULT_FETCH_CONCURRENCY`]). A pacer's per-mailbox concurrency limit still
+    /// applies on top: this only says how many the reader offers it.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     /// Whether [`MailReader::fetch_raw_many`] fetches Graph messages through JSON batching (`POST /v1.0/$batch`,
@@ -232,12 +269,17 @@ impl MailReader {
                     Some(c) => self.checked_graph_link(c.as_str())?,
                     // The first page also asks for the total, for the backfill's progress.
                     None => {
-                        self.graph_list_url(since, page_size.clamp(1, 1000), &[])? + "&$count=true"
+                        self.graph_list_url(since, page_size.clamp(1, 1000), &GRAPH_ADDRESSING)?
+                            + "&$count=true"
                     }
                 };
                 let list: GraphList = self.graph_get(token, &url).await?;
                 Ok(Page {
-                    items: list.value.iter().filter_map(GraphItem::to_ref).collect(),
+                    items: list
+                        .value
+                        .iter()
+                        .filter_map(GraphItem::to_ref_with_headers)
+                        .collect(),
                     next: list.next_link.map(PageCursor),
                     estimate: list.count,
                 })
@@ -299,8 +341,9 @@ impl MailReader {
 
     /// [`MailReader::fetch_raw`] for many messages. Gmail sends them as batch requests (`POST /batch/gmail/v1`,
     /// [`GMAIL_BATCH`] per request, fewer when a pacer's bucket holds less: see [`MailReader::with_pacer`]): fewer
-    /// round trips, but each still costs a `messages.get` of quota. Graph fetches them one by one (the sandbox has
-    /// no `$batch`).
+    /// round trips, but each still costs a `messages.get` of quota. Graph fetches them one by one, or through
+    /// `$batch` when [`MailReader::with_graph_batch`] is on. Up to [`MailReader::with_concurrency`] requests are
+    /// in flight at once.
     ///
     /// The results are in the order of `ids`, one per id, except when a fetch fails in a way that would fail the
     /// rest too (throttled, token rejected, missing permission…): that error is the last element and the ids
@@ -312,30 +355,119 @@ impl MailReader {
         token: &Secret,
         ids: &[String],
     ) -> Result<Vec<Result<RawMessage, ProviderError>>, ProviderError> {
-        let mut out = Vec::with_capacity(ids.len());
-        let batch = match self.provider {
-            Provider::Microsoft if !self.graph_batch => {
-                for id in ids {
-                    let r = self.fetch_raw(token, id).await;
-                    let stop = r.as_ref().is_err_and(stops_the_rest);
-                    out.push(r);
-                    if stop {
-                        break;
-                    }
-                }
-                return Ok(out);
-            }
+        let chunk = match self.provider {
+            Provider::Microsoft if !self.graph_batch => 1,
             Provider::Microsoft => GRAPH_BATCH,
-            Provider::Google => match &self.pacing {
-                Some((pacer, _)) => pacer.gmail_batch_size(GMAIL_BATCH),
-                None => GMAIL_BATCH,
-            },
+            Provider::Google => self.gmail_batch_size(),
         };
-        for chunk in ids.chunks(batch) {
-            let results = match self.provider {
-                Provider::Microsoft => self.graph_batch_raw(token, chunk).await,
-                Provider::Google => self.gmail_batch_raw(token, chunk).await,
-            };
+        let chunks = ids
+            .chunks(chunk)
+            .map(|c| Box::pin(self.raw_chunk(token, c)) as BoxFuture<'_, _>)
+            .collect();
+        self.many(chunks).await
+    }
+
+    async fn raw_chunk(
+        &self,
+        token: &Secret,
+        chunk: &[String],
+    ) -> Result<Vec<Result<RawMessage, ProviderError>>, ProviderError> {
+        match self.provider {
+            Provider::Microsoft if !self.graph_batch => {
+                let mut out = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    out.push(self.fetch_raw(token, id).await);
+                }
+                Ok(out)
+            }
+            Provider::Microsoft => self.graph_batch_raw(token, chunk).await,
+            Provider::Google => self.gmail_batch_raw(token, chunk).await,
+        }
+    }
+
+    /// The addressing headers of many messages (see [`MessageRef::headers`]), without their bodies: what a
+    /// sync needs to tell candidate mail from the rest when the listing does not carry them. Gmail:
+    /// `messages.get?format=metadata` with only the addressing `metadataHeaders`, through batch requests as
+    /// [`MailReader::fetch_raw_many`] (each part a `messages.get` of quota). Graph: a `GET` of the message with
+    /// only the addressing properties selected (through `$batch` when it is on). Results, concurrency and
+    /// errors as [`MailReader::fetch_raw_many`]; each result is a [`MessageRef`] with `headers` filled.
+    pub async fn fetch_headers_many(
+        &self,
+        token: &Secret,
+        ids: &[String],
+    ) -> Result<Vec<Result<MessageRef, ProviderError>>, ProviderError> {
+        let chunk = match self.provider {
+            Provider::Microsoft if !self.graph_batch => 1,
+            Provider::Microsoft => GRAPH_BATCH,
+            Provider::Google => self.gmail_batch_size(),
+        };
+        let chunks = ids
+            .chunks(chunk)
+            .map(|c| Box::pin(self.headers_chunk(token, c)) as BoxFuture<'_, _>)
+            .collect();
+        self.many(chunks).await
+    }
+
+    async fn headers_chunk(
+        &self,
+        token: &Secret,
+        chunk: &[String],
+    ) -> Result<Vec<Result<MessageRef, ProviderError>>, ProviderError> {
+        match self.provider {
+            Provider::Microsoft if !self.graph_batch => {
+                let mut out = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    let url = self.graph_addressing_url(id)?;
+                    let r = self
+                        .message_get::<GraphItem>(token, url.as_str(), &[PREFER_IMMUTABLE])
+                        .await
+                        .and_then(graph_item_with_headers);
+                    out.push(r);
+                }
+                Ok(out)
+            }
+            Provider::Microsoft => {
+                let mut paths = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    paths.push(relative_graph_path(&self.graph_addressing_url(id)?));
+                }
+                Ok(self
+                    .graph_batch(token, &paths)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        r.and_then(|body| parse_json::<GraphItem>("/v1.0/$batch", &body))
+                            .and_then(graph_item_with_headers)
+                    })
+                    .collect())
+            }
+            Provider::Google => {
+                let mut query = vec![("format", "metadata")];
+                query.extend(GMAIL_ADDRESSING.iter().map(|h| ("metadataHeaders", *h)));
+                self.gmail_batch_get(token, chunk, &query, |body| {
+                    parse_json::<GmailMetadata>("/batch/gmail/v1", body)
+                        .map(GmailMetadata::into_ref)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Gmail messages per batch request: [`GMAIL_BATCH`], fewer when the pacer's bucket holds less.
+    fn gmail_batch_size(&self) -> usize {
+        match &self.pacing {
+            Some((pacer, _)) => pacer.gmail_batch_size(GMAIL_BATCH),
+            None => GMAIL_BATCH,
+        }
+    }
+
+    /// Runs the fetches of `chunks` (one per chunk of ids, in order), up to the reader's concurrency at once, and
+    /// gathers their results in order, stopping after the first error that stops the rest (see
+    /// [`MailReader::fetch_raw_many`]).
+    async fn many<T>(&self, chunks: Vec<BoxFuture<'_, ChunkResult<T>>>) -> ChunkResult<T> {
+        let mut out = Vec::new();
+        let mut results = futures::stream::iter(chunks).buffered(self.concurrency.max(1));
+        while let Some(results) = results.next().await {
             let results = match results {
                 Ok(r) => r,
                 Err(e) if out.is_empty() => return Err(e),
@@ -350,6 +482,18 @@ impl MailReader {
             }
         }
         Ok(out)
+    }
+
+    /// `GET /me/messages/{id}` with only the id, thread, date and addressing properties selected.
+    fn graph_addressing_url(&self, id: &str) -> Result<url::Url, ProviderError> {
+        let mut url = self.graph_url(&["me", "messages", id])?;
+        let mut select = "id,conversationId,receivedDateTime".to_owned();
+        for f in GRAPH_ADDRESSING {
+            select.push(',');
+            select.push_str(f);
+        }
+        url.query_pairs_mut().append_pair("$select", &select);
+        Ok(url)
     }
 
     /// One Graph `$batch` of message GETs, then one of the attachment lists of those that have attachments.
@@ -495,10 +639,24 @@ impl MailReader {
         token: &Secret,
         ids: &[String],
     ) -> Result<Vec<Result<RawMessage, ProviderError>>, ProviderError> {
+        self.gmail_batch_get(token, ids, &[("format", "raw")], |body| {
+            parse_json::<GmailRaw>("/batch/gmail/v1", body).and_then(GmailRaw::into_raw_message)
+        })
+        .await
+    }
+
+    /// One Gmail batch request of `messages.get` for `ids` with `query`; each part's body goes through `parse`.
+    async fn gmail_batch_get<T>(
+        &self,
+        token: &Secret,
+        ids: &[String],
+        query: &[(&str, &str)],
+        parse: impl Fn(&[u8]) -> Result<T, ProviderError>,
+    ) -> Result<Vec<Result<T, ProviderError>>, ProviderError> {
         let boundary = format!("batch_hirewire_{:016x}", rand::random::<u64>());
         let mut body = String::new();
         for (i, id) in ids.iter().enumerate() {
-            let url = url::Url::parse(&self.gmail_url(&["messages", id], &[("format", "raw")])?)
+            let url = url::Url::parse(&self.gmail_url(&["messages", id], query)?)
                 .map_err(|e| ProviderError::Protocol(format!("bad Gmail URL: {e}")))?;
             body.push_str(&format!(
                 "--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <m{i}>\r\n\r\nGET {}?{}\r\n\r\n",
@@ -537,7 +695,7 @@ impl MailReader {
             .and_then(|v| v.to_str().ok())
             .and_then(multipart_boundary)
             .ok_or_else(|| ProviderError::Protocol("Gmail batch answer is not multipart".into()))?;
-        let mut slots: Vec<Option<Result<RawMessage, ProviderError>>> =
+        let mut slots: Vec<Option<Result<T, ProviderError>>> =
             (0..ids.len()).map(|_| None).collect();
         for (position, part) in batch_parts(resp.body(), &boundary).into_iter().enumerate() {
             // Parts come in request order and echo `Content-ID: <response-m{i}>`; trust the id when present.
@@ -551,15 +709,20 @@ impl MailReader {
                 continue;
             };
             *slot = Some(match part.status {
-                200..=299 => parse_json::<GmailRaw>("/batch/gmail/v1", &part.body)
-                    .and_then(GmailRaw::into_raw_message),
+                200..=299 => parse(&part.body),
                 404 => Err(ProviderError::MessageGone {
                     provider: Provider::Google,
                 }),
-                // Parts are not retried one by one: the caller reschedules what is left.
-                429 => Err(ProviderError::Throttled {
-                    retry_after: part.retry_after,
-                }),
+                // Parts are not retried one by one: the caller reschedules what is left, and the mailbox
+                // pauses in the pacer so requests in line do not go out into the same limit.
+                429 => {
+                    if let Some((pacer, key)) = &self.pacing {
+                        pacer.throttled(key, crate::pacing::Service::Gmail, part.retry_after);
+                    }
+                    Err(ProviderError::Throttled {
+                        retry_after: part.retry_after,
+                    })
+                }
                 status @ 500..=599 => Err(ProviderError::Transient(format!(
                     "a Gmail batch part answered {status}"
                 ))),
@@ -1171,6 +1334,9 @@ struct GraphItem {
     #[serde(rename = "@removed")]
     removed: Option<serde_json::Value>,
     from: Option<GraphRecipient>,
+    sender: Option<GraphRecipient>,
+    #[serde(default)]
+    reply_to: Vec<GraphRecipient>,
     #[serde(default)]
     to_recipients: Vec<GraphRecipient>,
     #[serde(default)]
@@ -1188,7 +1354,38 @@ impl GraphItem {
             id: self.id.clone(),
             thread_id: self.conversation_id.clone(),
             received_at: self.received.as_deref().and_then(parse_ts),
+            headers: None,
         })
+    }
+
+    /// [`GraphItem::to_ref`] with the addressing headers rebuilt from the structured fields.
+    fn to_ref_with_headers(&self) -> Option<MessageRef> {
+        let mut r = self.to_ref()?;
+        r.headers = Some(self.addressing_headers());
+        Some(r)
+    }
+
+    /// `From`, `Sender`, `Reply-To`, `To`, `Cc` and `Bcc` as an RFC 5322 header block (empty fields left out).
+    fn addressing_headers(&self) -> Vec<u8> {
+        let mut out = String::new();
+        fn one(r: &Option<GraphRecipient>) -> &[GraphRecipient] {
+            r.as_ref().map(std::slice::from_ref).unwrap_or(&[])
+        }
+        for (name, list) in [
+            ("From", one(&self.from)),
+            ("Sender", one(&self.sender)),
+            ("Reply-To", &self.reply_to[..]),
+            ("To", &self.to_recipients[..]),
+            ("Cc", &self.cc_recipients[..]),
+            ("Bcc", &self.bcc_recipients[..]),
+        ] {
+            let value = address_list(list);
+            if !value.is_empty() {
+                push_header(&mut out, name, &value);
+            }
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
     }
 
     fn involves(&self, address: &str) -> bool {
@@ -1204,6 +1401,12 @@ impl GraphItem {
                     .is_some_and(|a| a.trim().eq_ignore_ascii_case(address))
             })
     }
+}
+
+/// A Graph message fetched with the addressing properties selected, as a [`MessageRef`] with headers.
+fn graph_item_with_headers(item: GraphItem) -> Result<MessageRef, ProviderError> {
+    item.to_ref_with_headers()
+        .ok_or_else(|| ProviderError::Protocol("Graph answered a message as removed".into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1304,8 +1507,54 @@ impl GmailId {
             id: self.id,
             thread_id: self.thread_id,
             received_at: None,
+            headers: None,
         }
     }
+}
+
+/// `messages.get?format=metadata`: the headers asked for, in `payload.headers`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailMetadata {
+    id: String,
+    thread_id: Option<String>,
+    internal_date: Option<String>,
+    #[serde(default)]
+    payload: Option<GmailMetadataPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GmailMetadataPayload {
+    #[serde(default)]
+    headers: Vec<GraphHeader>,
+}
+
+impl GmailMetadata {
+    fn into_ref(self) -> MessageRef {
+        let mut block = String::new();
+        for h in self.payload.iter().flat_map(|p| &p.headers) {
+            let name = h.name.trim();
+            if GMAIL_ADDRESSING
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+            {
+                push_header(&mut block, name, &h.value);
+            }
+        }
+        block.push_str("\r\n");
+        MessageRef {
+            id: self.id,
+            thread_id: self.thread_id,
+            received_at: gmail_internal_date(self.internal_date.as_deref()),
+            headers: Some(block.into_bytes()),
+        }
+    }
+}
+
+/// Gmail `internalDate` (epoch milliseconds as a string).
+fn gmail_internal_date(ms: Option<&str>) -> Option<Timestamp> {
+    ms.and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1323,11 +1572,7 @@ impl GmailRaw {
         Ok(RawMessage {
             id: self.id,
             thread_id: self.thread_id,
-            received_at: self
-                .internal_date
-                .as_deref()
-                .and_then(|ms| ms.parse::<i64>().ok())
-                .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+            received_at: gmail_internal_date(self.internal_date.as_deref()),
             raw,
         })
     }
@@ -1644,6 +1889,7 @@ mod tests {
             id: id.into(),
             thread_id: None,
             received_at: None,
+            headers: None,
         }
     }
 

@@ -243,6 +243,28 @@ fn date_of(m: &crate::mailbox::Msg, p: DateProp) -> i64 {
     }
 }
 
+/// The window `[skip, skip + top)` of `hits` in sorted order (descending with `desc`), without sorting the
+/// rest: two linear selections and a sort of the window, so paging through a large mailbox does not sort it
+/// whole for every page. The keys are unique (they end with the sequence number), so the window is exactly the
+/// one a full sort would give.
+fn page_window<T: Ord>(hits: &mut [T], skip: usize, top: usize, desc: bool) -> &[T] {
+    let cmp = |a: &T, b: &T| if desc { b.cmp(a) } else { a.cmp(b) };
+    if skip >= hits.len() {
+        return &[];
+    }
+    let (lo, hi) = (skip, skip + top.min(hits.len() - skip));
+    if lo > 0 {
+        hits.select_nth_unstable_by(lo, cmp);
+    }
+    let tail = &mut hits[lo..];
+    if hi - lo < tail.len() {
+        tail.select_nth_unstable_by(hi - lo, cmp);
+    }
+    let window = &mut hits[lo..hi];
+    window.sort_unstable_by(cmp);
+    window
+}
+
 fn context(base: &str, user_id: &str, folder: Option<&str>, tail: &str) -> String {
     match folder {
         Some(f) => {
@@ -341,16 +363,9 @@ async fn graph_list(
                 .filter(|m| msgid.as_ref().is_none_or(|id| m.meta.message_id == *id))
                 .map(|m| (date_of(m, order_prop), m.seq))
                 .collect();
-            if desc {
-                hits.sort_by(|a, b| b.cmp(a));
-            } else {
-                hits.sort();
-            }
             let total = hits.len();
-            let views: Vec<MsgView> = hits
+            let views: Vec<MsgView> = page_window(&mut hits, skip, top, desc)
                 .iter()
-                .skip(skip)
-                .take(top)
                 .map(|(_, s)| mb.view(*s))
                 .collect();
             Some((total, views))
@@ -931,14 +946,12 @@ async fn gmail_list(
                 })
                 .map(|m| (m.received_ms, m.seq))
                 .collect();
-            hits.sort_by(|a, b| b.cmp(a));
-            let page: Vec<Value> = hits
+            let total = hits.len();
+            let page: Vec<Value> = page_window(&mut hits, offset, max, true)
                 .iter()
-                .skip(offset)
-                .take(max)
                 .map(|(_, s)| json!({"id": mb.gmail_id(*s), "threadId": mb.gmail_id(mb.msgs[*s as usize].thread)}))
                 .collect();
-            (hits.len(), page)
+            (total, page)
         });
         let mut body = serde_json::Map::new();
         if !page.is_empty() {
@@ -1231,6 +1244,8 @@ async fn batch(app: App, headers: HeaderMap, body: Bytes, prefix: &str, cap: usi
         return gmail_bad(&format!("A batch request may contain at most {cap} calls."));
     }
     let out_boundary = format!("batch_{}", random_token(12).replace(['-', '_'], "x"));
+    // One router for every part (building it is far dearer than a part).
+    let svc = crate::router(app.clone());
     let mut out = String::new();
     for part in parts {
         let part = String::from_utf8_lossy(&part).to_string();
@@ -1272,7 +1287,8 @@ async fn batch(app: App, headers: HeaderMap, body: Bytes, prefix: &str, cap: usi
             }
             match rb.body(Body::from(req_body.trim_end_matches('\n').to_string())) {
                 Ok(req) => {
-                    let resp = crate::router(app.clone())
+                    let resp = svc
+                        .clone()
                         .oneshot(req)
                         .await
                         .unwrap_or_else(|e| match e {});
@@ -1338,4 +1354,43 @@ pub fn ids_of(mb: &Mailbox, seq: u32) -> Value {
         "from": v.meta.from,
         "history_id": v.history_id.to_string(),
     })
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::page_window;
+
+    #[test]
+    fn a_page_window_is_the_slice_a_full_sort_would_give() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % 1000
+        };
+        let all: Vec<(u64, u32)> = (0..500u32).map(|i| (next(), i)).collect();
+        for desc in [true, false] {
+            let mut sorted = all.clone();
+            sorted.sort_by(|a, b| if desc { b.cmp(a) } else { a.cmp(b) });
+            for (skip, top) in [
+                (0, 10),
+                (0, 500),
+                (3, 7),
+                (490, 20),
+                (499, 1),
+                (500, 5),
+                (600, 5),
+                (100, 0),
+            ] {
+                let mut hits = all.clone();
+                let want: Vec<_> = sorted.iter().skip(skip).take(top).copied().collect();
+                assert_eq!(
+                    page_window(&mut hits, skip, top, desc),
+                    &want[..],
+                    "skip {skip} top {top} desc {desc}"
+                );
+            }
+        }
+    }
 }

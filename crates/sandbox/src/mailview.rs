@@ -168,7 +168,15 @@ pub fn graph_message(v: &MsgView, o: &GraphOpts) -> Value {
                     | "flag"
             )
     });
-    let parsed = if needs_parse { parse(&v.raw) } else { None };
+    // Headers alone answer every property but the bodies and the preview; parsing only them is much cheaper.
+    let needs_body = ["body", "uniqueBody", "bodyPreview"]
+        .iter()
+        .any(|p| want(p));
+    let parsed = match (needs_parse, needs_body) {
+        (false, _) => None,
+        (true, true) => parse(&v.raw),
+        (true, false) => MessageParser::default().parse_headers(&v.raw[..]),
+    };
     for p in GRAPH_PROPERTIES {
         if !want(p) {
             continue;

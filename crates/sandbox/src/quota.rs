@@ -45,6 +45,8 @@ pub struct UserCount {
     pub peak_requests_per_sec: u64,
     /// Most Gmail units charged in any one-second window of sandbox time.
     pub peak_units_per_sec: u64,
+    /// The longest run of consecutive 429 responses this user got (a burst of throttling).
+    pub longest_429_run: u64,
 }
 
 /// Counts of one provider API (`graph`, `gmail`, `calendar`).
@@ -136,6 +138,8 @@ pub struct QuotaBook {
     request_peaks: HashMap<(&'static str, String), PeakWindow>,
     provider_peaks: HashMap<&'static str, PeakWindow>,
     unit_peaks: HashMap<String, PeakWindow>,
+    /// Consecutive 429 responses per (provider, user) up to now.
+    runs_429: HashMap<(&'static str, String), u64>,
 }
 
 impl QuotaBook {
@@ -146,6 +150,7 @@ impl QuotaBook {
         self.request_peaks.clear();
         self.provider_peaks.clear();
         self.unit_peaks.clear();
+        self.runs_429.clear();
     }
 }
 
@@ -219,19 +224,27 @@ pub fn record_request(app: &App, family: Family, user: &str) {
     });
 }
 
-/// Counts the status of the response an authenticated request got.
+/// Counts the status of the response an authenticated request got (429s, and runs of consecutive 429s).
 pub fn record_status(app: &App, family: Family, user: &str, status: StatusCode) {
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        app.rt(|rt| {
-            let p = rt
-                .counters
-                .providers
-                .entry(provider_name(family).to_string())
-                .or_default();
-            p.responses_429 += 1;
-            p.users.entry(user.to_string()).or_default().responses_429 += 1;
-        });
-    }
+    let name = provider_name(family);
+    let throttled = status == StatusCode::TOO_MANY_REQUESTS;
+    app.rt(|rt| {
+        let key = (name, user.to_string());
+        if !throttled {
+            if let Some(run) = rt.quota.runs_429.get_mut(&key) {
+                *run = 0;
+            }
+            return;
+        }
+        let run = rt.quota.runs_429.entry(key).or_default();
+        *run += 1;
+        let run = *run;
+        let p = rt.counters.providers.entry(name.to_string()).or_default();
+        p.responses_429 += 1;
+        let u = p.users.entry(user.to_string()).or_default();
+        u.responses_429 += 1;
+        u.longest_429_run = u.longest_429_run.max(run);
+    });
 }
 
 fn refused(app: &App, family: Family, endpoint: &str, user: &str) {

@@ -94,6 +94,23 @@ async fn graph_refuses_requests_over_the_mailbox_window_with_retry_after_until_t
         (Some(6), Some(2), Some(2))
     );
     assert_eq!(c["providers"]["graph"]["responses_429"], 2);
+    assert_eq!(u["longest_429_run"], 2, "the two refusals came in a row");
+
+    // A success ends a run: one more refusal after it is a run of 1, and the longest stays 2.
+    for _ in 0..2 {
+        assert_eq!(t.api(&g, "/v1.0/me/messages").await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        t.api(&g, "/v1.0/me/messages").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    t.clock.advance_secs(10);
+    assert_eq!(t.api(&g, "/v1.0/me/messages").await.0, StatusCode::OK);
+    assert_eq!(t.api(&g, "/v1.0/me/messages").await.0, StatusCode::OK);
+    let c = counters(&t).await;
+    let u = &c["providers"]["graph"]["users"][ADELE];
+    assert_eq!(u["responses_429"], 3);
+    assert_eq!(u["longest_429_run"], 2);
 }
 
 #[tokio::test]

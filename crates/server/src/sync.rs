@@ -18,7 +18,11 @@
 //! Every page goes through the mail core: headers first ([`parse_envelope`]),
 //! candidate matching ([`CandidateIndex`]), and only messages that involve a
 //! candidate (and are not internal-only) are parsed whole, sanitized and
-//! stored; the rest only count. The page and its cursor commit together
+//! stored; the rest only count. In a backfill the headers are only the
+//! addressing ones and come without the bodies (Graph: in the listing itself;
+//! Gmail: `format=metadata` in batches), so only candidate mail is fetched
+//! whole; fetches run up to [`SyncConfig::fetch_concurrency`] at once. The
+//! page and its cursor commit together
 //! ([`hirewire_store::Store::store_page`], fenced by the state's version).
 //!
 //! Jobs are claimed with fenced leases, so one worker syncs a mailbox at a
@@ -55,7 +59,9 @@ use hirewire_mail::{
     AddressNormalizer, AddressOptions, CandidateIndex, Envelope, Mailbox, ParsedMessage, Problem,
     ThreadKey, parse_envelope, parse_full, sanitize_for_storage, threading_keys,
 };
-use hirewire_providers::{MailReader, PageCursor, ProviderError, RawMessage, Secret, SyncCursor};
+use hirewire_providers::{
+    MailReader, MessageRef, PageCursor, ProviderError, RawMessage, Secret, SyncCursor,
+};
 use hirewire_store::{
     AccessLevelSetting, CapabilityKind, ClaimedJob, Direction, Grant, GrantStatus, MailAddress,
     MailAttachment, MailSyncState, NewJob, NewMailMessage, PageProgress, StoreError, SyncPhase,
@@ -82,6 +88,9 @@ pub struct SyncConfig {
     pub window_days: u32,
     /// Messages listed per backfill page.
     pub page_size: u32,
+    /// Provider requests a step keeps in flight at once while it fetches a page's messages (the pacer's
+    /// per-mailbox limit still applies on top).
+    pub fetch_concurrency: usize,
     /// Pause between incremental steps of an idle mailbox.
     pub incremental_interval: Duration,
     /// Lease of a claimed step (renewed while it runs).
@@ -101,6 +110,7 @@ impl Default for SyncConfig {
         Self {
             window_days: 365,
             page_size: 100,
+            fetch_concurrency: hirewire_providers::DEFAULT_FETCH_CONCURRENCY,
             incremental_interval: Duration::from_secs(60),
             lease: Duration::from_secs(120),
             max_attempts: 5,
@@ -597,7 +607,8 @@ impl Step<'_> {
                 provider,
                 state.config.provider_endpoints.clone(),
                 state.provider_http.clone(),
-            ),
+            )
+            .with_concurrency(cfg.fetch_concurrency),
         )
         .await;
         let result = match (&self.address, sync.phase) {
@@ -671,8 +682,8 @@ impl Step<'_> {
         if !self.heartbeat().await {
             return Ok(End::Lost);
         }
-        let ids: Vec<String> = page.items.iter().map(|r| r.id.clone()).collect();
-        let (messages, report) = match self.pipeline(reader, token, grant, &ids).await {
+        let (messages, report) = match self.pipeline(reader, token, grant, &page.items, true).await
+        {
             Ok(x) => x,
             Err(end) => return Ok(end),
         };
@@ -730,8 +741,10 @@ impl Step<'_> {
             Ok(n) => n,
             Err(end) => return Ok(end),
         };
-        let ids: Vec<String> = changes.added.iter().map(|r| r.id.clone()).collect();
-        let (messages, mut report) = match self.pipeline(reader, token, grant, &ids).await {
+        let (messages, mut report) = match self
+            .pipeline(reader, token, grant, &changes.added, false)
+            .await
+        {
             Ok(x) => x,
             Err(end) => return Ok(end),
         };
@@ -816,13 +829,12 @@ impl Step<'_> {
         let found = reader
             .search_by_address(token, address, sync.window_start)
             .await?;
-        let ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
         let mut total = PageReport::default();
-        for chunk in ids.chunks(state.config.sync.page_size.max(1) as usize) {
+        for chunk in found.chunks(state.config.sync.page_size.max(1) as usize) {
             if !self.heartbeat().await {
                 return Ok(End::Lost);
             }
-            let (messages, report) = match self.pipeline(reader, token, grant, chunk).await {
+            let (messages, report) = match self.pipeline(reader, token, grant, chunk, false).await {
                 Ok(x) => x,
                 Err(end) => return Ok(end),
             };
@@ -910,28 +922,65 @@ impl Step<'_> {
         }
     }
 
-    /// Fetches `ids`, matches them against the org's candidates and builds the
-    /// candidate mail of the page. A fetch failure that stops the rest ends the
-    /// step (nothing of the page is stored; it is fetched again).
+    /// Matches `refs` against the org's candidates and builds the candidate mail
+    /// among them. Who a message involves is read from its addressing headers
+    /// first, where the listing carries them or (`headers_first`) they can be
+    /// fetched without the bodies; only the messages that involve a candidate
+    /// (or whose headers could not be read) are then fetched whole. Without
+    /// headers and `headers_first`, every message is fetched whole. A fetch
+    /// failure that stops the rest ends the step (nothing of the page is
+    /// stored; it is fetched again).
     async fn pipeline(
         &self,
         reader: &MailReader,
         token: &Secret,
         grant: &Grant,
-        ids: &[String],
+        refs: &[MessageRef],
+        headers_first: bool,
     ) -> Result<(Vec<NewMailMessage>, PageReport), End> {
         let mut report = PageReport {
-            seen: ids.len() as u64,
+            seen: refs.len() as u64,
             ..PageReport::default()
         };
-        if ids.is_empty() {
+        if refs.is_empty() {
             return Ok((Vec::new(), report));
         }
         let matcher = match Matcher::load(self.state, grant).await {
             Ok(m) => m,
             Err(e) => return Err(End::Fail(format!("loading candidates: {e}"), None)),
         };
-        let fetched = match reader.fetch_raw_many(token, ids).await {
+        // Stage 1: the addressing headers.
+        let mut wanted: Vec<String> = Vec::new();
+        let mut without_headers: Vec<String> = Vec::new();
+        for r in refs {
+            match &r.headers {
+                Some(h) if !matcher.wants(h) => {}
+                None if headers_first => without_headers.push(r.id.clone()),
+                _ => wanted.push(r.id.clone()),
+            }
+        }
+        if !without_headers.is_empty() {
+            let fetched = match reader.fetch_headers_many(token, &without_headers).await {
+                Ok(f) => f,
+                Err(e) => return Err(self.provider_failure(e).await),
+            };
+            for r in fetched {
+                match r {
+                    Ok(r) => {
+                        if r.headers.as_deref().is_none_or(|h| matcher.wants(h)) {
+                            wanted.push(r.id);
+                        }
+                    }
+                    Err(ProviderError::MessageGone { .. }) => report.gone += 1,
+                    Err(e) => return Err(self.provider_failure(e).await),
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok((Vec::new(), report));
+        }
+        // Stage 2: the candidate mail, whole.
+        let fetched = match reader.fetch_raw_many(token, &wanted).await {
             Ok(f) => f,
             Err(e) => return Err(self.provider_failure(e).await),
         };
@@ -1020,6 +1069,22 @@ impl Matcher {
         };
         let owner_key = owner.map(|a| index.normalizer().key(&a).as_str().to_owned());
         Ok(Matcher { index, owner_key })
+    }
+
+    /// Whether a message whose addressing headers are `headers` must be
+    /// fetched whole: it involves a candidate and not only the org, or its
+    /// headers cannot be read (the whole message then decides).
+    fn wants(&self, headers: &[u8]) -> bool {
+        let envelope = parse_envelope(headers);
+        if envelope
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::NoHeaders | Problem::ParserFailure))
+        {
+            return true;
+        }
+        let involvement = self.index.involvement(&envelope.participants);
+        involvement.involves_candidates() && !involvement.internal_only
     }
 
     fn build(&self, raw: &RawMessage, now: Timestamp) -> Built {
