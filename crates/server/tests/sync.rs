@@ -266,6 +266,50 @@ impl Scenario {
     }
 }
 
+/// A backfill reads who each message involves from its addressing headers
+/// (Graph: the listing; Gmail: `format=metadata`) and fetches whole only the
+/// candidate mail: the rest of the mailbox is never downloaded.
+async fn only_candidate_mail_is_fetched_whole(db: TestDb, provider: &str) {
+    let s = scenario(&db, provider).await;
+    let worker = s.worker();
+    let first = sync::run_one(&worker, "w1").await;
+    assert!(
+        matches!(first, Some(SyncOutcome::Started { .. })),
+        "{first:?}"
+    );
+    s.world
+        .control(Method::DELETE, "/_sandbox/counters", None)
+        .await;
+    sync::run_until_idle(&worker, "w1", 100).await;
+    let expected = s.candidate_mail().await;
+    assert_eq!(s.stored().await, expected);
+    let state = s
+        .world
+        .app
+        .store
+        .mail_sync_state(s.grant().await.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.phase, SyncPhase::Incremental);
+    let listed = state.messages_seen;
+    assert_eq!(listed, 41, "40 generated and the colleague's message");
+    let c = s
+        .world
+        .control(Method::GET, "/_sandbox/counters", None)
+        .await;
+    let requests = |endpoint: &str| c["endpoints"][endpoint]["requests"].as_u64().unwrap_or(0);
+    let whole = expected.len() as u64;
+    if provider == "microsoft" {
+        // The listing carried the addresses: one GET per candidate message, none for the rest.
+        assert_eq!(requests("graph.messages.get"), whole, "{c}");
+        assert!(whole < listed);
+    } else {
+        // Every message's addressing headers (Gmail lists ids only), then the candidate mail whole.
+        assert_eq!(requests("gmail.users.messages.get"), listed + whole, "{c}");
+    }
+}
+
 async fn backfill_then_a_reply_arrives(db: TestDb, provider: &str) {
     let s = scenario(&db, provider).await;
     let worker = s.worker();
@@ -746,6 +790,14 @@ both_backends! {
         );
         sync::run_until_idle(&worker, "w1", 100).await;
         assert_eq!(stored_once(&s).await, s.candidate_mail().await);
+    }
+
+    async fn a_graph_backfill_fetches_only_the_candidate_mail_whole(db: TestDb) {
+        only_candidate_mail_is_fetched_whole(db, "microsoft").await;
+    }
+
+    async fn a_gmail_backfill_reads_headers_first_and_fetches_only_the_candidate_mail_whole(db: TestDb) {
+        only_candidate_mail_is_fetched_whole(db, "google").await;
     }
 
     async fn microsoft_backfill_stores_exactly_the_candidate_mail_and_a_reply_arrives_on_the_next_incremental_step(db: TestDb) {
