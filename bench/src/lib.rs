@@ -1,1 +1,3 @@
 //! Shared helpers for the benchmark binaries.
+
+pub mod live;

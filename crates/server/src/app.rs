@@ -42,6 +42,9 @@ pub struct Inner {
     pub pubsub: Option<hirewire_providers::push::PubSubVerifier>,
     /// Feature flags read recently (short TTL, see `crate::flags`).
     pub flags: crate::flags::FlagCache,
+    /// Rung when a push makes a sync step due now, so an idle sync worker of this instance claims it at
+    /// once instead of at its next `sync.poll_interval` (other instances still find it by polling).
+    pub sync_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::ops::Deref for AppState {
@@ -78,6 +81,7 @@ impl AppState {
             provider_http,
             scheduler: Default::default(),
             flags: Default::default(),
+            sync_wake: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 

@@ -160,7 +160,9 @@ pub fn routes() -> Router<AppState> {
 pub async fn sync_now(state: &AppState, grant: GrantId) -> Result<(), StoreError> {
     let key = format!("{}:{}", crate::sync::JOB_KIND, grant.get());
     state.store.hasten_job(&key, state.now()).await?;
-    crate::sync::enqueue_sync_at(state, grant, state.now()).await
+    crate::sync::enqueue_sync_at(state, grant, state.now()).await?;
+    state.sync_wake.notify_one();
+    Ok(())
 }
 
 fn validation(query: Option<&str>) -> Option<Response> {

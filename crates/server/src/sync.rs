@@ -429,7 +429,13 @@ pub fn spawn_workers(state: AppState, n: usize) -> Vec<tokio::task::JoinHandle<(
                             | SyncOutcome::Started { .. }
                             | SyncOutcome::AddressSearched { .. },
                         ) => tokio::task::yield_now().await,
-                        _ => tokio::time::sleep(poll).await,
+                        // Idle: poll again later, or at once when a push makes a step due here.
+                        _ => {
+                            tokio::select! {
+                                () = tokio::time::sleep(poll) => {}
+                                () = state.sync_wake.notified() => {}
+                            }
+                        }
                     }
                 }
             })
