@@ -50,17 +50,19 @@ fn main() {
     }
 }
 
-/// Each grant's last successful step.
+/// When each grant's last sync step ended: a finished step queues its successor (an incremental step that
+/// found nothing new does not touch `last_success_at`).
 async fn last_success(store: &Store, grants: &[GrantId]) -> Vec<Option<Timestamp>> {
     let mut out = Vec::with_capacity(grants.len());
     for g in grants {
+        let key = format!("{}:{}", hirewire_server::sync::JOB_KIND, g.get());
         out.push(
             store
-                .mail_sync_state(*g)
+                .latest_job_with_key(&key)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|s| s.last_success_at),
+                .map(|j| j.created_at),
         );
     }
     out
