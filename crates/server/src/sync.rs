@@ -481,6 +481,14 @@ impl Step<'_> {
                     if let Err(e) = queued {
                         tracing::error!(grant = self.grant.get(), error = %e, "could not queue the next sync step");
                     }
+                    // A push that came in while this step ran: the step may have read the
+                    // mailbox before the change, so the next one runs now, not after the interval.
+                    if self.address.is_none()
+                        && state.store.rerun_requested(id).await.unwrap_or(false)
+                        && let Err(e) = crate::push_hooks::sync_now(state, self.grant).await
+                    {
+                        tracing::error!(grant = self.grant.get(), error = %e, "could not bring a pushed sync step forward");
+                    }
                     outcome
                 }
                 Err(_) => SyncOutcome::LeaseLost { grant: self.grant },

@@ -699,6 +699,46 @@ both_backends! {
     }
 }
 
+/// The grants whose mail sync took a step in `outcomes`.
+fn stepped(outcomes: &[SyncOutcome]) -> std::collections::BTreeSet<i64> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SyncOutcome::Incremental { grant, .. } => Some(grant.get()),
+            _ => None,
+        })
+        .collect()
+}
+
+both_backends! {
+    async fn a_push_that_lands_while_its_mailbox_is_being_synced_still_brings_the_next_step_forward(db: TestDb) {
+        let t = team(&db, 6).await;
+        let worker = t.worker();
+        sync::run_until_idle(&worker, "w1", 100).await;
+        assert!(stepped(&sync::run_until_idle(&worker, "w1", 10).await).is_empty(), "both idle until the interval");
+        // The polling interval passes; the provider is slow, so a push lands while a step runs.
+        t.world.app.clock.advance(SignedDuration::try_from(worker.config.sync.incremental_interval).unwrap() + SignedDuration::from_secs(1));
+        let slow = t.world
+            .control(Method::POST, "/_sandbox/faults", Some(json!({"endpoint": "graph.*", "fault": {"kind": "delay", "millis": 700}})))
+            .await;
+        let w = worker.clone();
+        let step = tokio::spawn(async move { sync::run_one(&w, "w1").await });
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let grants = [t.grant_id(0).await, t.grant_id(1).await];
+        for g in grants {
+            // What the webhooks do for a verified notification: one mailbox's step is running, the other's is queued.
+            hirewire_server::push_hooks::sync_now(&worker, hirewire_domain::ids::GrantId(g)).await.unwrap();
+        }
+        let ran = step.await.unwrap();
+        assert!(matches!(ran, Some(SyncOutcome::Incremental { .. })), "{ran:?}");
+        t.world.control(Method::DELETE, &format!("/_sandbox/faults/{}", slow["id"].as_u64().unwrap()), None).await;
+
+        // Both mailboxes take a step now, without waiting for the next interval: the running one too.
+        let next = stepped(&sync::run_until_idle(&worker, "w1", 10).await);
+        assert_eq!(next, grants.into_iter().collect(), "a push during a step is not lost");
+    }
+}
+
 // ---- in a real browser (SQLite, one browser for this binary) -----------------------
 
 mod browser {

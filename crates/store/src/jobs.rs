@@ -147,7 +147,7 @@ impl Store {
                            OR (status = 'running' AND lease_until <= $2 AND attempts < max_attempts)) \
                        ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                      UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, lease_owner = $3, \
-                       lease_until = $4, fencing_token = j.fencing_token + 1 \
+                       lease_until = $4, fencing_token = j.fencing_token + 1, rerun_requested = 0 \
                      FROM next WHERE j.id = next.id \
                      RETURNING j.id, j.kind, j.payload, j.attempts, j.fencing_token, j.lease_until",
                 )
@@ -174,7 +174,7 @@ impl Store {
                 .await?;
                 let row = sqlx::query_as(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $3, \
-                       lease_until = $4, fencing_token = fencing_token + 1 \
+                       lease_until = $4, fencing_token = fencing_token + 1, rerun_requested = 0 \
                      WHERE id = ( \
                        SELECT id FROM jobs \
                        WHERE kind IN (SELECT value FROM json_each($1)) \

@@ -248,19 +248,43 @@ impl Store {
     }
 
     /// Moves the queued job with `dedupe_key` up to `now` when it is due later (a push makes the next sync
-    /// step run now instead of at the polling interval). True when a job was moved.
+    /// step run now instead of at the polling interval). When that job is running instead, it is marked so
+    /// its worker runs it once more right after (see [`Store::rerun_requested`]): the running step may have
+    /// read the mailbox before the pushed change, and the step it queues next would otherwise wait for the
+    /// interval. True when a job was moved or marked.
     pub async fn hasten_job(&self, dedupe_key: &str, now: Timestamp) -> Result<bool, StoreError> {
         let n = write_tx!(self, |tx| {
-            sqlx::query(
+            let queued = sqlx::query(
                 "UPDATE jobs SET run_at = $2 WHERE dedupe_key = $1 AND status = 'queued' AND run_at > $2",
             )
             .bind(dedupe_key)
             .bind(ms(now))
             .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            let running = sqlx::query(
+                "UPDATE jobs SET rerun_requested = 1 WHERE dedupe_key = $1 AND status = 'running'",
+            )
+            .bind(dedupe_key)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            queued + running
         });
         Ok(n > 0)
+    }
+
+    /// Whether [`Store::hasten_job`] asked for another run while this job's current (or last) run held it.
+    /// Read it after completing the job: a request made before the completion is seen; one made after
+    /// finds the next queued job instead.
+    pub async fn rerun_requested(&self, id: JobId) -> Result<bool, StoreError> {
+        let flag: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT rerun_requested FROM jobs WHERE id = $1"
+        )
+        .bind(id.get())
+        .fetch_optional(pool)
+        .await)?;
+        Ok(flag.unwrap_or(0) != 0)
     }
 
     /// Marks `grant`'s push subscription as expiring now, so the next maintenance pass renews it.

@@ -459,6 +459,29 @@ hirewire_store::both_backends! {
         assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 4);
     }
 
+    async fn hastening_a_queued_job_moves_it_up_and_a_running_one_asks_for_one_more_run(store: Store) {
+        let payload = json!({});
+        let key = "sync:mailbox:9";
+        let first = store.enqueue(&NewJob { dedupe_key: Some(key), ..job("sync", &payload, t(100)) }, t(0)).await.unwrap();
+        assert!(store.hasten_job(key, t(10)).await.unwrap(), "queued for later: moved up");
+        assert_eq!(store.job(first).await.unwrap().unwrap().run_at, t(10));
+        assert!(!store.hasten_job(key, t(20)).await.unwrap(), "already due: nothing to move");
+
+        // Claimed: a push while it runs is remembered until the run is over.
+        let c = store.claim("w", &["sync"], t(10), LEASE).await.unwrap().unwrap();
+        assert!(!store.rerun_requested(first).await.unwrap());
+        assert!(store.hasten_job(key, t(11)).await.unwrap(), "running: marked");
+        store.complete(first, c.fencing_token, t(12)).await.unwrap();
+        assert!(store.rerun_requested(first).await.unwrap(), "seen after completing");
+
+        // A run with no push in it is not marked; a new claim starts unmarked.
+        let second = store.enqueue(&NewJob { dedupe_key: Some(key), ..job("sync", &payload, t(12)) }, t(12)).await.unwrap();
+        let c = store.claim("w", &["sync"], t(13), LEASE).await.unwrap().unwrap();
+        assert_eq!(c.id, second);
+        store.complete(second, c.fencing_token, t(14)).await.unwrap();
+        assert!(!store.rerun_requested(second).await.unwrap());
+    }
+
     async fn two_instances_claiming_concurrently_run_every_job_exactly_once(db: TestDb) {
         let first = db.store();
         let second = db.open_another().await.unwrap();

@@ -1,0 +1,2 @@
+-- A push that arrives while a job runs asks for one more run right after it (see Store::hasten_job).
+ALTER TABLE jobs ADD COLUMN rerun_requested BIGINT NOT NULL DEFAULT 0;
