@@ -423,14 +423,13 @@ pub fn spawn_workers(state: AppState, n: usize) -> Vec<tokio::task::JoinHandle<(
                         }
                     }
                     match run_one(&state, &owner).await {
-                        // Something was done: look for more at once.
-                        Some(
-                            SyncOutcome::Page { .. }
-                            | SyncOutcome::Started { .. }
-                            | SyncOutcome::AddressSearched { .. },
-                        ) => tokio::task::yield_now().await,
+                        // A step ran (whatever its outcome, its job is settled and the
+                        // successor is scheduled): look for the next due one at once. Only
+                        // an empty queue waits, else one worker could do no more than one
+                        // incremental step per poll interval, far too few for many mailboxes.
+                        Some(_) => tokio::task::yield_now().await,
                         // Idle: poll again later, or at once when a push makes a step due here.
-                        _ => {
+                        None => {
                             tokio::select! {
                                 () = tokio::time::sleep(poll) => {}
                                 () = state.sync_wake.notified() => {}

@@ -739,6 +739,37 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn a_background_worker_takes_every_due_incremental_step_without_waiting_for_its_poll(db: TestDb) {
+        let t = team(&db, 6).await;
+        sync::run_until_idle(&t.worker(), "w1", 100).await;
+        t.world.app.clock.advance(SignedDuration::from_secs(3600));
+        let due_since = t.world.app.now();
+        // One worker whose idle poll is an hour: only an empty queue may make it wait.
+        let mut config = t.worker().config.clone();
+        config.sync.poll_interval = std::time::Duration::from_secs(3600);
+        let state = AppState::new(config, t.world.app.store.clone(), t.world.app.state.keyring.clone(), Arc::new(t.world.app.clock.clone()));
+        let workers = sync::spawn_workers(state, 1);
+        let grants = [t.grant_id(0).await, t.grant_id(1).await];
+        let mut synced = 0;
+        for _ in 0..400 {
+            synced = 0;
+            for g in grants {
+                let s = t.world.app.store.mail_sync_state(hirewire_domain::ids::GrantId(g)).await.unwrap().unwrap();
+                if s.last_success_at.is_some_and(|at| at >= due_since) {
+                    synced += 1;
+                }
+            }
+            if synced == grants.len() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        workers.iter().for_each(tokio::task::JoinHandle::abort);
+        assert_eq!(synced, grants.len(), "both mailboxes' due steps ran back to back");
+    }
+}
+
 // ---- in a real browser (SQLite, one browser for this binary) -----------------------
 
 mod browser {
