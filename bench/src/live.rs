@@ -226,28 +226,7 @@ impl Hirewire {
                 .expect("candidate");
             ids.push(c.id);
         }
-        let settings = hirewire_store::ProviderSettings {
-            org_id: org,
-            provider: provider.parse().expect("provider"),
-            client_id: client["client_id"].as_str().expect("id").to_owned(),
-            client_secret_sealed: Some(
-                app.state
-                    .keyring
-                    .seal(client["client_secret"].as_str().expect("secret").as_bytes()),
-            ),
-            tenant: None,
-            access_level: AccessLevelSetting::SendAndView,
-            consent_state: hirewire_store::ConsentState::Unknown,
-            consent_by: None,
-            consent_at: None,
-            consent_detail: None,
-            purge_on_deauthorize: false,
-            updated_at: app.now(),
-        };
-        app.store
-            .save_provider_settings(&settings)
-            .await
-            .expect("provider settings");
+        use_sandbox_client(&app, org, provider, &client).await;
         Hirewire {
             app,
             org,
@@ -268,30 +247,7 @@ impl Hirewire {
             .user(self.org, email, RECRUITER, "pw-12345678")
             .await;
         let browser = self.app.signed_in(email, "pw-12345678").await;
-        match hirewire_server::testing::authorize_through(
-            &hirewire_testkit::sandbox_pages::SignInPages::new(&format!("{}/", sandbox.base)),
-            &browser,
-            &self.app.url,
-            "/settings/email-calendar/inbox/authorize",
-            &[],
-            mailbox,
-            Answer::AcceptAll,
-        )
-        .await
-        {
-            Landing::Redirect(back) => {
-                let body = browser
-                    .get(back)
-                    .send()
-                    .await
-                    .expect("back")
-                    .text()
-                    .await
-                    .expect("body");
-                assert!(body.contains("data-code=\"authorized\""), "{body}");
-            }
-            Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
-        }
+        authorize_inbox(&self.app, &browser, &sandbox.base, mailbox).await;
         let grant = self
             .app
             .store
@@ -326,6 +282,70 @@ impl Hirewire {
             let _ = hirewire_server::serve(served, listener, std::future::pending()).await;
         });
         (state, base)
+    }
+}
+
+/// Makes `org` use `provider` with the sandbox's registered app `client` (its `client_id` and `client_secret`,
+/// sealed), at Send & view.
+pub async fn use_sandbox_client(app: &TestApp, org: OrgId, provider: &str, client: &Value) {
+    let settings = hirewire_store::ProviderSettings {
+        org_id: org,
+        provider: provider.parse().expect("provider"),
+        client_id: client["client_id"].as_str().expect("id").to_owned(),
+        client_secret_sealed: Some(
+            app.state
+                .keyring
+                .seal(client["client_secret"].as_str().expect("secret").as_bytes()),
+        ),
+        tenant: None,
+        access_level: AccessLevelSetting::SendAndView,
+        consent_state: hirewire_store::ConsentState::Unknown,
+        consent_by: None,
+        consent_at: None,
+        consent_detail: None,
+        purge_on_deauthorize: false,
+        updated_at: app.now(),
+    };
+    app.store
+        .save_provider_settings(&settings)
+        .await
+        .expect("provider settings");
+}
+
+/// Authorizes the sandbox `mailbox` as the inbox of the recruiter signed in on `browser`, through the sandbox's
+/// consent pages at `sandbox` (its base URL), and checks hirewire says it is authorized.
+pub async fn authorize_inbox(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    sandbox: &str,
+    mailbox: &str,
+) {
+    match hirewire_server::testing::authorize_through(
+        &hirewire_testkit::sandbox_pages::SignInPages::new(&format!(
+            "{}/",
+            sandbox.trim_end_matches('/')
+        )),
+        browser,
+        &app.url,
+        "/settings/email-calendar/inbox/authorize",
+        &[],
+        mailbox,
+        Answer::AcceptAll,
+    )
+    .await
+    {
+        Landing::Redirect(back) => {
+            let body = browser
+                .get(back)
+                .send()
+                .await
+                .expect("back")
+                .text()
+                .await
+                .expect("body");
+            assert!(body.contains("data-code=\"authorized\""), "{body}");
+        }
+        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
     }
 }
 

@@ -23,9 +23,9 @@
 use std::time::{Duration, Instant};
 
 use hirewire_domain::email::EmailAddress;
-use hirewire_server::testing::{Answer, Landing, TestApp, TestOptions};
+use hirewire_server::testing::{TestApp, TestOptions};
 use hirewire_store::testing::TestDb;
-use hirewire_store::{AccessLevelSetting, Backend, CapabilityKind, SyncPhase};
+use hirewire_store::{Backend, CapabilityKind, SyncPhase};
 use serde_json::json;
 
 const CANDIDATES: [&str; 4] = [
@@ -205,56 +205,12 @@ async fn bench(args: &[String]) {
             .await
             .expect("candidate");
     }
-    let settings = hirewire_store::ProviderSettings {
-        org_id: org,
-        provider: provider.parse().expect("provider"),
-        client_id: client["client_id"].as_str().expect("id").to_owned(),
-        client_secret_sealed: Some(
-            app.state
-                .keyring
-                .seal(client["client_secret"].as_str().expect("secret").as_bytes()),
-        ),
-        tenant: None,
-        access_level: AccessLevelSetting::SendAndView,
-        consent_state: hirewire_store::ConsentState::Unknown,
-        consent_by: None,
-        consent_at: None,
-        consent_detail: None,
-        purge_on_deauthorize: false,
-        updated_at: app.now(),
-    };
-    app.store
-        .save_provider_settings(&settings)
-        .await
-        .expect("provider settings");
+    hirewire_bench::live::use_sandbox_client(&app, org, &provider, &client).await;
     eprintln!("authorizing the inbox");
     let browser = app
         .signed_in("riley@talent.example", "riley-password")
         .await;
-    match hirewire_server::testing::authorize_through(
-        &hirewire_testkit::sandbox_pages::SignInPages::new(&format!("{sandbox}/")),
-        &browser,
-        &app.url,
-        "/settings/email-calendar/inbox/authorize",
-        &[],
-        mailbox,
-        Answer::AcceptAll,
-    )
-    .await
-    {
-        Landing::Redirect(back) => {
-            let body = browser
-                .get(back)
-                .send()
-                .await
-                .expect("back")
-                .text()
-                .await
-                .expect("body");
-            assert!(body.contains("data-code=\"authorized\""), "{body}");
-        }
-        Landing::Page(status, html) => panic!("stuck at a sandbox page ({status}): {html}"),
-    }
+    hirewire_bench::live::authorize_inbox(&app, &browser, &sandbox, mailbox).await;
     let grant = app
         .store
         .grant(user.id, CapabilityKind::Inbox)
